@@ -1,0 +1,2 @@
+//! GICv3 (placeholder).
+#![no_std]

@@ -1,0 +1,6 @@
+//! Host runner library: builds hypervisor images, prepares the host, boots
+//! the images under QEMU and decodes the hypervisor's log. The `qemu-virt`
+//! binary and the integration tests in `tests/` are both thin users of it.
+
+pub mod cargo;
+pub mod host;

@@ -1,0 +1,2 @@
+//! SMMUv3 (placeholder).
+#![no_std]
