@@ -3,4 +3,9 @@
 //! binary and the integration tests in `tests/` are both thin users of it.
 
 pub mod cargo;
+pub mod fixtures;
 pub mod host;
+pub mod image;
+pub mod log;
+pub mod qemu;
+pub mod suite;
