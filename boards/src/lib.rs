@@ -133,18 +133,37 @@ pub const QEMU_VIRT: Profile = Profile {
     description: "QEMU -M virt,virtualization=on,gic-version=3 (-cpu max), the development board",
     ram_base: 0x4000_0000,
     text_offset: 0x20_0000,
-    console: Uart { kind: UartKind::Pl011, base: 0x0900_0000 },
+    console: Uart {
+        kind: UartKind::Pl011,
+        base: 0x0900_0000,
+    },
     log: LogChannel::Semihosting,
     windows: &[
         // Flash, GIC, UART, RTC, virtio-mmio, PCIe ECAM window: devices.
-        Window { first_gib: 0, gibs: 1, attr: Attr::Device },
+        Window {
+            first_gib: 0,
+            gibs: 1,
+            attr: Attr::Device,
+        },
         // RAM starts at 1 GiB; map up to 64 GiB of it.
-        Window { first_gib: 1, gibs: 64, attr: Attr::Normal },
+        Window {
+            first_gib: 1,
+            gibs: 64,
+            attr: Attr::Normal,
+        },
         // High PCIe MMIO and high redistributors for > 123 CPUs.
-        Window { first_gib: 256, gibs: 256, attr: Attr::Device },
+        Window {
+            first_gib: 256,
+            gibs: 256,
+            attr: Attr::Device,
+        },
     ],
     max_cpus: 8,
-    features: Features { smmu: false, gicv3: true, vmx: false },
+    features: Features {
+        smmu: false,
+        gicv3: true,
+        vmx: false,
+    },
     flashing: "boot with qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -kernel IMAGE",
 };
 
@@ -155,24 +174,50 @@ pub const RPI4: Profile = Profile {
     ram_base: 0,
     text_offset: 0x20_0000,
     // UART0 (PL011) on GPIO14/15 with `enable_uart=1` and `dtoverlay=disable-bt`.
-    console: Uart { kind: UartKind::Pl011, base: 0xfe20_1000 },
+    console: Uart {
+        kind: UartKind::Pl011,
+        base: 0xfe20_1000,
+    },
     // UART2 (PL011) on GPIO0/1 with `dtoverlay=uart2`: log frames only.
-    log: LogChannel::Uart(Uart { kind: UartKind::Pl011, base: 0xfe20_1400 }),
+    log: LogChannel::Uart(Uart {
+        kind: UartKind::Pl011,
+        base: 0xfe20_1400,
+    }),
     windows: &[
         // RAM below 3 GiB.
-        Window { first_gib: 0, gibs: 3, attr: Attr::Normal },
+        Window {
+            first_gib: 0,
+            gibs: 3,
+            attr: Attr::Normal,
+        },
         // 0xc000_0000..: RAM up to 0xfc00_0000 then the peripherals; mapped as
         // device, so the RAM in this GiB stays unused by the hypervisor.
-        Window { first_gib: 3, gibs: 1, attr: Attr::Device },
+        Window {
+            first_gib: 3,
+            gibs: 1,
+            attr: Attr::Device,
+        },
         // RAM above 4 GiB on the 4 GB and 8 GB models.
-        Window { first_gib: 4, gibs: 4, attr: Attr::Normal },
+        Window {
+            first_gib: 4,
+            gibs: 4,
+            attr: Attr::Normal,
+        },
         // PCIe and the 35-bit peripheral window.
-        Window { first_gib: 24, gibs: 8, attr: Attr::Device },
+        Window {
+            first_gib: 24,
+            gibs: 8,
+            attr: Attr::Device,
+        },
     ],
     max_cpus: 4,
     // The BCM2711 carries a GIC-400 (GICv2) and no SMMU: the image builds and
     // reports the board, and the hypervisor refuses to go past GIC bring-up.
-    features: Features { smmu: false, gicv3: false, vmx: false },
+    features: Features {
+        smmu: false,
+        gicv3: false,
+        vmx: false,
+    },
     flashing: "copy IMAGE to the boot partition as hv.img; boot it with U-Boot `booti ${kernel_addr_r} - ${fdt_addr}` (or `kernel=hv.img` with `kernel_address=0x200000` in config.txt)",
 };
 
@@ -182,22 +227,48 @@ pub const ZCU102: Profile = Profile {
     description: "AMD Xilinx ZCU102 evaluation board (Zynq UltraScale+ ZU9EG)",
     ram_base: 0,
     text_offset: 0x20_0000,
-    console: Uart { kind: UartKind::Cadence, base: 0xff00_0000 },
-    log: LogChannel::Uart(Uart { kind: UartKind::Cadence, base: 0xff01_0000 }),
+    console: Uart {
+        kind: UartKind::Cadence,
+        base: 0xff00_0000,
+    },
+    log: LogChannel::Uart(Uart {
+        kind: UartKind::Cadence,
+        base: 0xff01_0000,
+    }),
     windows: &[
         // DDR low, 2 GiB.
-        Window { first_gib: 0, gibs: 2, attr: Attr::Normal },
+        Window {
+            first_gib: 0,
+            gibs: 2,
+            attr: Attr::Normal,
+        },
         // PL, QSPI, PCIe low, LPD/FPD peripherals, OCM.
-        Window { first_gib: 2, gibs: 2, attr: Attr::Device },
+        Window {
+            first_gib: 2,
+            gibs: 2,
+            attr: Attr::Device,
+        },
         // PL and PCIe high.
-        Window { first_gib: 4, gibs: 28, attr: Attr::Device },
+        Window {
+            first_gib: 4,
+            gibs: 28,
+            attr: Attr::Device,
+        },
         // DDR high from 0x8_0000_0000.
-        Window { first_gib: 32, gibs: 32, attr: Attr::Normal },
+        Window {
+            first_gib: 32,
+            gibs: 32,
+            attr: Attr::Normal,
+        },
     ],
     max_cpus: 4,
     // GIC-400 (GICv2) and an SMMU-500 (SMMUv2), not the GICv3/SMMUv3 this
     // hypervisor drives yet.
-    features: Features { smmu: false, gicv3: false, vmx: false },
+    features: Features {
+        smmu: false,
+        gicv3: false,
+        vmx: false,
+    },
     flashing: "put IMAGE on the SD card's boot partition and run U-Boot `booti 0x200000 - ${fdtcontroladdr}` after loading it with `fatload mmc 0 0x200000 IMAGE`",
 };
 
@@ -207,11 +278,18 @@ pub const PC: Profile = Profile {
     description: "x86_64 PC with VMX, booted by a Multiboot2 loader (GRUB, QEMU, Bochs)",
     ram_base: 0,
     text_offset: 0x10_0000,
-    console: Uart { kind: UartKind::Pio16550, base: 0x3f8 },
+    console: Uart {
+        kind: UartKind::Pio16550,
+        base: 0x3f8,
+    },
     log: LogChannel::DebugPort,
     windows: &[],
     max_cpus: 64,
-    features: Features { smmu: false, gicv3: false, vmx: true },
+    features: Features {
+        smmu: false,
+        gicv3: false,
+        vmx: true,
+    },
     flashing: "boot IMAGE with any Multiboot2 loader (GRUB `multiboot2 IMAGE`)",
 };
 
@@ -220,7 +298,9 @@ pub const ARM_PROFILES: &[Profile] = &[QEMU_VIRT, RPI4, ZCU102];
 
 /// Looks a profile up by name.
 pub fn by_name(name: &str) -> Option<&'static Profile> {
-    [&QEMU_VIRT, &RPI4, &ZCU102, &PC].into_iter().find(|p| p.name == name)
+    [&QEMU_VIRT, &RPI4, &ZCU102, &PC]
+        .into_iter()
+        .find(|p| p.name == name)
 }
 
 /// The profile selected by this build's Cargo features (qemu-virt when none).
@@ -251,9 +331,17 @@ mod tests {
     fn windows_are_sorted_and_disjoint() {
         for p in ARM_PROFILES {
             for w in p.windows.windows(2) {
-                assert!(w[0].end() <= w[1].start(), "{}: windows overlap or unsorted", p.name);
+                assert!(
+                    w[0].end() <= w[1].start(),
+                    "{}: windows overlap or unsorted",
+                    p.name
+                );
             }
-            assert!(p.windows.iter().all(|w| w.end() <= 512 << 30), "{}: beyond 512 GiB", p.name);
+            assert!(
+                p.windows.iter().all(|w| w.end() <= 512 << 30),
+                "{}: beyond 512 GiB",
+                p.name
+            );
         }
     }
 
@@ -262,11 +350,18 @@ mod tests {
         for p in ARM_PROFILES {
             let a = p.load_address();
             assert!(
-                p.windows.iter().any(|w| w.attr == Attr::Normal && w.start() <= a && a < w.end()),
+                p.windows
+                    .iter()
+                    .any(|w| w.attr == Attr::Normal && w.start() <= a && a < w.end()),
                 "{}: load address {a:#x} not in normal memory",
                 p.name
             );
-            assert_eq!(p.text_offset % 0x20_0000, 0, "{}: text_offset must keep 2 MiB alignment", p.name);
+            assert_eq!(
+                p.text_offset % 0x20_0000,
+                0,
+                "{}: text_offset must keep 2 MiB alignment",
+                p.name
+            );
         }
     }
 

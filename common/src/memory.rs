@@ -20,7 +20,10 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `[start, start + size)`, clipped at the top of the address space.
     pub const fn from_base_size(start: u64, size: u64) -> Self {
-        Self { start, end: start.saturating_add(size) }
+        Self {
+            start,
+            end: start.saturating_add(size),
+        }
     }
 
     /// Number of bytes.
@@ -45,15 +48,25 @@ impl PhysRange {
 
     /// The bytes both ranges hold (possibly empty).
     pub fn intersect(&self, other: &PhysRange) -> PhysRange {
-        PhysRange { start: self.start.max(other.start), end: self.end.min(other.end) }
+        PhysRange {
+            start: self.start.max(other.start),
+            end: self.end.min(other.end),
+        }
     }
 
     /// Shrinks the range inwards to `align` (a power of two) boundaries.
     pub fn align_inwards(&self, align: u64) -> PhysRange {
         debug_assert!(align.is_power_of_two());
-        let start = self.start.checked_add(align - 1).map_or(u64::MAX, |s| s & !(align - 1));
+        let start = self
+            .start
+            .checked_add(align - 1)
+            .map_or(u64::MAX, |s| s & !(align - 1));
         let end = self.end & !(align - 1);
-        if end <= start { PhysRange { start, end: start } } else { PhysRange { start, end } }
+        if end <= start {
+            PhysRange { start, end: start }
+        } else {
+            PhysRange { start, end }
+        }
     }
 }
 
@@ -74,7 +87,9 @@ pub struct RangeSet<const N: usize> {
 impl<const N: usize> RangeSet<N> {
     /// An empty set.
     pub const fn new() -> Self {
-        Self { ranges: ArrayVec::new_const() }
+        Self {
+            ranges: ArrayVec::new_const(),
+        }
     }
 
     /// The ranges, ascending.
@@ -94,7 +109,10 @@ impl<const N: usize> RangeSet<N> {
 
     /// Total bytes.
     pub fn total(&self) -> u64 {
-        self.ranges.iter().map(PhysRange::size).fold(0, u64::saturating_add)
+        self.ranges
+            .iter()
+            .map(PhysRange::size)
+            .fold(0, u64::saturating_add)
     }
 
     /// Adds a range, merging it with any range it overlaps or touches.
@@ -110,16 +128,21 @@ impl<const N: usize> RangeSet<N> {
                 out.try_push(cur).map_err(|_| RangeError::TooManyRanges)?;
             } else if merged.end < cur.start {
                 if !placed {
-                    out.try_push(merged).map_err(|_| RangeError::TooManyRanges)?;
+                    out.try_push(merged)
+                        .map_err(|_| RangeError::TooManyRanges)?;
                     placed = true;
                 }
                 out.try_push(cur).map_err(|_| RangeError::TooManyRanges)?;
             } else {
-                merged = PhysRange { start: merged.start.min(cur.start), end: merged.end.max(cur.end) };
+                merged = PhysRange {
+                    start: merged.start.min(cur.start),
+                    end: merged.end.max(cur.end),
+                };
             }
         }
         if !placed {
-            out.try_push(merged).map_err(|_| RangeError::TooManyRanges)?;
+            out.try_push(merged)
+                .map_err(|_| RangeError::TooManyRanges)?;
         }
         self.ranges = out;
         Ok(())
@@ -136,8 +159,14 @@ impl<const N: usize> RangeSet<N> {
                 out.try_push(cur).map_err(|_| RangeError::TooManyRanges)?;
                 continue;
             }
-            let below = PhysRange { start: cur.start, end: r.start.min(cur.end) };
-            let above = PhysRange { start: r.end.max(cur.start), end: cur.end };
+            let below = PhysRange {
+                start: cur.start,
+                end: r.start.min(cur.end),
+            };
+            let above = PhysRange {
+                start: r.end.max(cur.start),
+                end: cur.end,
+            };
             for piece in [below, above] {
                 if !piece.is_empty() {
                     out.try_push(piece).map_err(|_| RangeError::TooManyRanges)?;
@@ -180,7 +209,10 @@ mod tests {
         s.add(r(0x3000, 0x4000)).unwrap();
         s.add(r(0x1000, 0x2000)).unwrap();
         s.add(r(0x2000, 0x3000)).unwrap();
-        assert_eq!(s.iter().copied().collect::<std::vec::Vec<_>>(), [r(0x1000, 0x4000)]);
+        assert_eq!(
+            s.iter().copied().collect::<std::vec::Vec<_>>(),
+            [r(0x1000, 0x4000)]
+        );
         s.add(r(0x8000, 0x9000)).unwrap();
         s.add(r(0x0, 0x10)).unwrap();
         assert_eq!(s.len(), 3);
@@ -196,7 +228,11 @@ mod tests {
         s.remove(r(0x7fff_0000, 0x9000_0000)).unwrap();
         assert_eq!(
             s.iter().copied().collect::<std::vec::Vec<_>>(),
-            [r(0x4000_0000, 0x4020_0000), r(0x4030_0000, 0x4800_0000), r(0x4810_0000, 0x7fff_0000)]
+            [
+                r(0x4000_0000, 0x4020_0000),
+                r(0x4030_0000, 0x4800_0000),
+                r(0x4810_0000, 0x7fff_0000)
+            ]
         );
     }
 

@@ -14,10 +14,10 @@
 //! Reader: dtoolkit (see `docs/decisions.md`): it validates the whole blob's
 //! structure before handing out a single node, so later walks cannot run off
 //! the end, and it is fuzzed upstream.
-//!
-//! PLACEHOLDER: the parser body is being written; types are final.
 
-use arrayvec::ArrayVec;
+use arrayvec::{ArrayString, ArrayVec};
+use dtoolkit::fdt::{Fdt, FdtNode};
+use dtoolkit::{Node, Property};
 
 use crate::memory::{PhysRange, RangeSet};
 
@@ -205,4 +205,598 @@ pub enum DtError<'a> {
         /// The capacity.
         max: usize,
     },
+}
+
+/// Largest DTB accepted (the hypervisor maps and keeps it).
+pub const MAX_DTB_SIZE: usize = 2 << 20;
+/// Deepest node nesting walked.
+pub const MAX_DEPTH: usize = 32;
+/// Longest node path kept for `stdout-path` matching.
+const MAX_PATH: usize = 256;
+/// UART candidates kept while walking.
+const MAX_UARTS: usize = 16;
+/// FDT magic, big-endian.
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Size of the FDT header (version 17).
+const FDT_HEADER: usize = 40;
+
+/// Reads `totalsize` from a DTB header, after checking the magic and that
+/// the size is plausible (at least a header, at most [`MAX_DTB_SIZE`]).
+pub fn dtb_total_size(header: &[u8]) -> Result<usize, DtError<'static>> {
+    let word = |i: usize| {
+        header
+            .get(i..i + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    match (word(0), word(4)) {
+        (Some(FDT_MAGIC), Some(size)) => {
+            let size = size as usize;
+            if size < FDT_HEADER {
+                Err(DtError::Malformed("totalsize smaller than the header"))
+            } else if size > MAX_DTB_SIZE {
+                Err(DtError::Malformed("totalsize larger than 2 MiB"))
+            } else {
+                Ok(size)
+            }
+        }
+        (Some(_), Some(_)) => Err(DtError::Malformed(
+            "bad magic (not a flattened device tree)",
+        )),
+        _ => Err(DtError::Malformed("truncated header")),
+    }
+}
+
+impl core::fmt::Display for DtError<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Malformed(why) => write!(f, "malformed device tree: {why}"),
+            Self::Missing(what) => write!(f, "device tree has no {what}"),
+            Self::BadProperty { node, property } => {
+                write!(f, "node '{node}': bad '{property}' property")
+            }
+            Self::BadCells { node } => {
+                write!(
+                    f,
+                    "node '{node}': #address-cells/#size-cells outside 1..=2 / 0..=2"
+                )
+            }
+            Self::TooMany { what, max } => write!(f, "more {what} than the {max} supported"),
+        }
+    }
+}
+
+/// `#address-cells` / `#size-cells` a node gives its children. `None` when
+/// the property is present but malformed: only an actual `reg` read fails.
+#[derive(Clone, Copy, Debug)]
+struct Cells {
+    address: Option<u32>,
+    size: Option<u32>,
+}
+
+impl Cells {
+    /// The spec's defaults, used for the root's own properties.
+    const ROOT_PARENT: Cells = Cells {
+        address: Some(2),
+        size: Some(1),
+    };
+
+    fn of(node: &FdtNode<'_>) -> Cells {
+        let read = |name: &str, default: u32| match node.property(name) {
+            None => Some(default),
+            Some(p) => be_u32(p.value()),
+        };
+        Cells {
+            address: read("#address-cells", 2),
+            size: read("#size-cells", 1),
+        }
+    }
+}
+
+fn be_u32(b: &[u8]) -> Option<u32> {
+    match b {
+        [a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// Reads a number of `cells` 32-bit cells (1 or 2) from the front of `b`.
+fn take_cells(b: &[u8], cells: usize) -> Option<(u64, &[u8])> {
+    let bytes = cells.checked_mul(4)?;
+    let (head, rest) = (b.get(..bytes)?, b.get(bytes..)?);
+    let mut v: u64 = 0;
+    for chunk in head.chunks_exact(4) {
+        v = v.checked_shl(32)?
+            | u64::from(u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+    }
+    Some((v, rest))
+}
+
+/// Everything collected in the walk, before the final checks.
+struct Walk<'a> {
+    model: Option<&'a str>,
+    root_compatible: Option<&'a str>,
+    memory: RangeSet<MAX_BANKS>,
+    reserved: RangeSet<MAX_RESERVED>,
+    cpus: ArrayVec<Cpu, MAX_CPUS>,
+    gic: Option<Gic>,
+    timer: Option<Timer>,
+    uarts: ArrayVec<(ArrayString<MAX_PATH>, Uart), MAX_UARTS>,
+    smmu: Option<Smmu>,
+    psci: Option<Psci>,
+    bootargs: Option<&'a str>,
+    stdout_path: Option<&'a str>,
+    aliases: Option<FdtNode<'a>>,
+}
+
+/// A property's raw value, borrowed from the DTB.
+fn prop<'a>(node: &FdtNode<'a>, name: &str) -> Option<&'a [u8]> {
+    node.properties()
+        .find(|p| p.name() == name)
+        .and_then(|p| p.value_as::<&'a [u8]>().ok())
+}
+
+fn str_prop<'a>(node: &FdtNode<'a>, name: &str) -> Option<&'a str> {
+    let v: &'a [u8] = prop(node, name)?;
+    let v = v.strip_suffix(&[0]).unwrap_or(v);
+    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+    core::str::from_utf8(&v[..end]).ok()
+}
+
+fn has_compatible(node: &FdtNode<'_>, wanted: &[&str]) -> bool {
+    node.property("compatible")
+        .map(|p| {
+            p.value()
+                .split(|&b| b == 0)
+                .any(|c| wanted.iter().any(|w| w.as_bytes() == c))
+        })
+        .unwrap_or(false)
+}
+
+fn is_enabled(node: &FdtNode<'_>) -> bool {
+    matches!(str_prop(node, "status"), None | Some("okay") | Some("ok"))
+}
+
+/// The node's `reg` entries as ranges, with the cells its parent gives.
+fn regs<'a, const N: usize>(
+    node: &FdtNode<'a>,
+    parent: Cells,
+    out: &mut ArrayVec<PhysRange, N>,
+) -> Result<(), DtError<'a>> {
+    let name = node.name();
+    let (Some(ac), Some(sc)) = (parent.address, parent.size) else {
+        return Err(DtError::BadCells { node: name });
+    };
+    if !(1..=2).contains(&ac) || sc > 2 {
+        return Err(DtError::BadCells { node: name });
+    }
+    let Some(prop) = node.property("reg") else {
+        return Ok(());
+    };
+    let mut v = prop.value();
+    let entry = (ac + sc) as usize * 4;
+    if v.is_empty() || v.len() % entry != 0 {
+        return Err(DtError::BadProperty {
+            node: name,
+            property: "reg",
+        });
+    }
+    while !v.is_empty() {
+        let (addr, rest) = take_cells(v, ac as usize).ok_or(DtError::BadProperty {
+            node: name,
+            property: "reg",
+        })?;
+        let (size, rest) = take_cells(rest, sc as usize).ok_or(DtError::BadProperty {
+            node: name,
+            property: "reg",
+        })?;
+        out.try_push(PhysRange::from_base_size(addr, size))
+            .map_err(|_| DtError::TooMany {
+                what: "reg entries",
+                max: N,
+            })?;
+        v = rest;
+    }
+    Ok(())
+}
+
+fn first_reg<'a>(node: &FdtNode<'a>, parent: Cells) -> Result<Option<PhysRange>, DtError<'a>> {
+    let mut out: ArrayVec<PhysRange, 8> = ArrayVec::new();
+    regs(node, parent, &mut out)?;
+    Ok(out.first().copied())
+}
+
+/// Decodes the `index`th 3-cell GIC interrupt specifier of `interrupts`.
+fn gic_irq(node: &FdtNode<'_>, index: usize) -> Option<Irq> {
+    let v = prop(node, "interrupts")?;
+    if v.len() % 12 != 0 {
+        return None;
+    }
+    let spec = v.get(index.checked_mul(12)?..index.checked_mul(12)?.checked_add(12)?)?;
+    let cell = |i: usize| {
+        u32::from_be_bytes([
+            spec[i * 4],
+            spec[i * 4 + 1],
+            spec[i * 4 + 2],
+            spec[i * 4 + 3],
+        ])
+    };
+    let (kind, number, flags) = (cell(0), cell(1), cell(2));
+    let intid = match kind {
+        0 if number < 988 => number + 32,
+        1 if number < 16 => number + 16,
+        _ => return None,
+    };
+    Some(Irq {
+        intid,
+        level: flags & 0xc != 0,
+    })
+}
+
+impl<'a> Walk<'a> {
+    fn visit(
+        &mut self,
+        node: FdtNode<'a>,
+        parent: Cells,
+        path: &mut ArrayString<MAX_PATH>,
+        depth: usize,
+    ) -> Result<(), DtError<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(DtError::Malformed("nodes nested deeper than 32 levels"));
+        }
+        let name = node.name();
+        let path_len = path.len();
+        if depth > 0 {
+            // Paths longer than we keep only matter for stdout-path matching;
+            // they simply never match.
+            let _ = path.try_push('/');
+            let _ = path.try_push_str(name);
+        }
+        let mine = Cells::of(&node);
+        self.node(&node, parent, path, depth)?;
+        for child in node.children() {
+            self.visit(child, mine, path, depth + 1)?;
+        }
+        path.truncate(path_len);
+        Ok(())
+    }
+
+    fn node(
+        &mut self,
+        node: &FdtNode<'a>,
+        parent: Cells,
+        path: &ArrayString<MAX_PATH>,
+        depth: usize,
+    ) -> Result<(), DtError<'a>> {
+        let name = node.name();
+        if depth == 0 {
+            self.model = str_prop(node, "model");
+            self.root_compatible = str_prop(node, "compatible");
+            return Ok(());
+        }
+        if depth == 1 {
+            match node.name_without_address() {
+                "chosen" => {
+                    self.bootargs = str_prop(node, "bootargs");
+                    self.stdout_path = str_prop(node, "stdout-path")
+                        .or_else(|| str_prop(node, "linux,stdout-path"));
+                }
+                "aliases" => self.aliases = Some(*node),
+                _ => {}
+            }
+        }
+        if !is_enabled(node) {
+            return Ok(());
+        }
+        if str_prop(node, "device_type") == Some("memory") {
+            let mut banks: ArrayVec<PhysRange, MAX_BANKS> = ArrayVec::new();
+            regs(node, parent, &mut banks)?;
+            for b in banks {
+                self.memory.add(b).map_err(|_| DtError::TooMany {
+                    what: "memory banks",
+                    max: MAX_BANKS,
+                })?;
+            }
+        }
+        if depth == 2 && path.starts_with("/reserved-memory/") {
+            let mut rs: ArrayVec<PhysRange, 8> = ArrayVec::new();
+            regs(node, parent, &mut rs)?;
+            for r in rs {
+                self.reserved.add(r).map_err(|_| DtError::TooMany {
+                    what: "reserved ranges",
+                    max: MAX_RESERVED,
+                })?;
+            }
+        }
+        if depth == 2 && path.starts_with("/cpus/") && str_prop(node, "device_type") == Some("cpu")
+        {
+            self.cpu(node, parent)?;
+        }
+        if has_compatible(node, &["arm,gic-v3"]) && self.gic.is_none() {
+            self.gic = Some(self.gic_v3(node, parent)?);
+        } else if has_compatible(
+            node,
+            &[
+                "arm,gic-400",
+                "arm,cortex-a15-gic",
+                "arm,cortex-a9-gic",
+                "arm,cortex-a7-gic",
+            ],
+        ) && self.gic.is_none()
+        {
+            let mut rs: ArrayVec<PhysRange, 8> = ArrayVec::new();
+            regs(node, parent, &mut rs)?;
+            let (Some(gicd), Some(gicc)) = (rs.first().copied(), rs.get(1).copied()) else {
+                return Err(DtError::BadProperty {
+                    node: name,
+                    property: "reg",
+                });
+            };
+            self.gic = Some(Gic::V2 {
+                gicd,
+                gicc,
+                maintenance: gic_irq(node, 0),
+            });
+        }
+        if has_compatible(node, &["arm,armv8-timer"]) && self.timer.is_none() {
+            let irq = |i| {
+                gic_irq(node, i).ok_or(DtError::BadProperty {
+                    node: name,
+                    property: "interrupts",
+                })
+            };
+            self.timer = Some(Timer {
+                sec_phys: irq(0)?,
+                phys: irq(1)?,
+                virt: irq(2)?,
+                hyp_phys: irq(3)?,
+                clock_frequency: node
+                    .property("clock-frequency")
+                    .and_then(|p| be_u32(p.value())),
+            });
+        }
+        let uart_kind = if has_compatible(node, &["arm,pl011"]) {
+            Some(UartKind::Pl011)
+        } else if has_compatible(node, &["cdns,uart-r1p12", "cdns,uart-r1p8", "xlnx,xuartps"]) {
+            Some(UartKind::Cadence)
+        } else if has_compatible(
+            node,
+            &[
+                "ns16550a",
+                "ns16550",
+                "snps,dw-apb-uart",
+                "brcm,bcm2835-aux-uart",
+            ],
+        ) {
+            Some(UartKind::Ns16550)
+        } else {
+            None
+        };
+        if let Some(kind) = uart_kind {
+            // A UART with an unreadable reg is skipped, not fatal: the
+            // console has a fallback.
+            if let Ok(Some(regs)) = first_reg(node, parent) {
+                let _ = self.uarts.try_push((
+                    *path,
+                    Uart {
+                        kind,
+                        regs,
+                        irq: gic_irq(node, 0),
+                    },
+                ));
+            }
+        }
+        if has_compatible(node, &["arm,smmu-v3"])
+            && self.smmu.is_none()
+            && let Some(regs) = first_reg(node, parent)?
+        {
+            self.smmu = Some(Smmu { regs });
+        }
+        if has_compatible(node, &["arm,psci", "arm,psci-0.2", "arm,psci-1.0"])
+            && self.psci.is_none()
+        {
+            let conduit = match str_prop(node, "method") {
+                Some("smc") => Conduit::Smc,
+                Some("hvc") => Conduit::Hvc,
+                _ => {
+                    return Err(DtError::BadProperty {
+                        node: name,
+                        property: "method",
+                    });
+                }
+            };
+            self.psci = Some(Psci {
+                conduit,
+                v0_2_or_later: has_compatible(node, &["arm,psci-0.2", "arm,psci-1.0"]),
+            });
+        }
+        Ok(())
+    }
+
+    fn cpu(&mut self, node: &FdtNode<'a>, parent: Cells) -> Result<(), DtError<'a>> {
+        let name = node.name();
+        let bad = DtError::BadProperty {
+            node: name,
+            property: "reg",
+        };
+        let ac = parent.address.ok_or(DtError::BadCells { node: name })?;
+        if !(1..=2).contains(&ac) {
+            return Err(DtError::BadCells { node: name });
+        }
+        let v = prop(node, "reg").ok_or(bad)?;
+        let (mpidr, _) = take_cells(v, ac as usize).ok_or(bad)?;
+        let enable_method = match str_prop(node, "enable-method") {
+            Some("psci") => EnableMethod::Psci,
+            Some("spin-table") => {
+                let v = prop(node, "cpu-release-addr").unwrap_or(&[]);
+                let addr = match v.len() {
+                    4 => take_cells(v, 1),
+                    8 => take_cells(v, 2),
+                    _ => None,
+                };
+                EnableMethod::SpinTable(
+                    addr.ok_or(DtError::BadProperty {
+                        node: name,
+                        property: "cpu-release-addr",
+                    })?
+                    .0,
+                )
+            }
+            _ => EnableMethod::Other,
+        };
+        self.cpus
+            .try_push(Cpu {
+                mpidr,
+                enable_method,
+            })
+            .map_err(|_| DtError::TooMany {
+                what: "CPUs",
+                max: MAX_CPUS,
+            })
+    }
+
+    fn gic_v3(&self, node: &FdtNode<'a>, parent: Cells) -> Result<Gic, DtError<'a>> {
+        let name = node.name();
+        let regions = match node.property("#redistributor-regions") {
+            None => 1,
+            Some(p) => be_u32(p.value()).ok_or(DtError::BadProperty {
+                node: name,
+                property: "#redistributor-regions",
+            })?,
+        };
+        if regions == 0 || regions as usize > MAX_GICR_REGIONS {
+            return Err(DtError::TooMany {
+                what: "redistributor regions",
+                max: MAX_GICR_REGIONS,
+            });
+        }
+        let mut rs: ArrayVec<PhysRange, 16> = ArrayVec::new();
+        regs(node, parent, &mut rs)?;
+        let gicd = *rs.first().ok_or(DtError::BadProperty {
+            node: name,
+            property: "reg",
+        })?;
+        let gicr: ArrayVec<PhysRange, MAX_GICR_REGIONS> =
+            rs.iter().skip(1).take(regions as usize).copied().collect();
+        if gicr.len() != regions as usize {
+            return Err(DtError::BadProperty {
+                node: name,
+                property: "reg",
+            });
+        }
+        let gicr_stride = match node.property("redistributor-stride") {
+            None => 0,
+            Some(p) => {
+                let v = p.value();
+                let cells = match v.len() {
+                    4 => 1,
+                    8 => 2,
+                    _ => {
+                        return Err(DtError::BadProperty {
+                            node: name,
+                            property: "redistributor-stride",
+                        });
+                    }
+                };
+                take_cells(v, cells).map_or(0, |(s, _)| s)
+            }
+        };
+        Ok(Gic::V3 {
+            gicd,
+            gicr,
+            gicr_stride,
+            maintenance: gic_irq(node, 0),
+        })
+    }
+
+    /// The console: stdout-path (through /aliases), else the first PL011.
+    fn console(&self) -> Option<Uart> {
+        let target = self.stdout_path.map(|p| p.split(':').next().unwrap_or(p));
+        let resolved = match target {
+            Some(t) if !t.starts_with('/') => self.aliases.and_then(|a| str_prop(&a, t)),
+            other => other,
+        };
+        if let Some(path) = resolved
+            && let Some((_, u)) = self.uarts.iter().find(|(p, _)| p.as_str() == path)
+        {
+            return Some(*u);
+        }
+        self.uarts
+            .iter()
+            .find(|(_, u)| u.kind == UartKind::Pl011)
+            .map(|(_, u)| *u)
+    }
+}
+
+fn parse_error(kind: &dtoolkit::error::FdtErrorKind) -> &'static str {
+    use dtoolkit::error::FdtErrorKind as K;
+    match kind {
+        K::InvalidMagic => "bad magic",
+        K::UnsupportedVersion(_) => "unsupported version",
+        K::InvalidLength => "length does not match totalsize",
+        K::InvalidHeader(why) => why,
+        K::BadToken(_) => "bad structure token",
+        K::InvalidOffset => "offset out of bounds",
+        K::InvalidString => "unterminated or invalid string",
+        K::InvalidNodeName => "invalid node name",
+        K::InvalidPropertyName => "invalid property name",
+        K::MemReserveNotTerminated => "memory reservation block not terminated",
+        _ => "invalid structure",
+    }
+}
+
+impl<'a> Platform<'a> {
+    /// Parses a whole DTB (`dtb.len()` must equal its `totalsize`).
+    pub fn from_fdt(dtb: &'a [u8]) -> Result<Platform<'a>, DtError<'a>> {
+        let size = dtb_total_size(dtb)?;
+        let dtb = dtb
+            .get(..size)
+            .ok_or(DtError::Malformed("truncated: shorter than totalsize"))?;
+        let fdt = Fdt::new(dtb).map_err(|e| DtError::Malformed(parse_error(&e.kind)))?;
+        let mut walk = Walk {
+            model: None,
+            root_compatible: None,
+            memory: RangeSet::new(),
+            reserved: RangeSet::new(),
+            cpus: ArrayVec::new(),
+            gic: None,
+            timer: None,
+            uarts: ArrayVec::new(),
+            smmu: None,
+            psci: None,
+            bootargs: None,
+            stdout_path: None,
+            aliases: None,
+        };
+        for r in fdt.memory_reservations() {
+            walk.reserved
+                .add(PhysRange::from_base_size(r.address(), r.size()))
+                .map_err(|_| DtError::TooMany {
+                    what: "reserved ranges",
+                    max: MAX_RESERVED,
+                })?;
+        }
+        let mut path = ArrayString::new();
+        walk.visit(fdt.root(), Cells::ROOT_PARENT, &mut path, 0)?;
+        if walk.memory.is_empty() {
+            return Err(DtError::Missing("memory node"));
+        }
+        if walk.cpus.is_empty() {
+            return Err(DtError::Missing("cpu node"));
+        }
+        let uart = walk.console();
+        Ok(Platform {
+            model: walk.model.or(walk.root_compatible).unwrap_or("unknown"),
+            memory: walk.memory,
+            reserved: walk.reserved,
+            cpus: walk.cpus,
+            gic: walk
+                .gic
+                .ok_or(DtError::Missing("interrupt controller (GICv2/v3)"))?,
+            timer: walk.timer.ok_or(DtError::Missing("arm,armv8-timer node"))?,
+            uart,
+            smmu: walk.smmu,
+            psci: walk.psci,
+            bootargs: walk.bootargs,
+        })
+    }
 }

@@ -16,6 +16,11 @@ use arm_sysregs::el1::{
     registers::{IccCtlrEl1, IccDirEl1},
 };
 
+/// GICR_TYPER.Last: this is the region's last redistributor frame.
+const GICR_TYPER_LAST: u64 = 1 << 4;
+/// GICR_TYPER.VLPIS: GICv4 frames (two extra 64 KiB pages each).
+const GICR_TYPER_VLPIS: u64 = 1 << 1;
+
 /// Priority the hypervisor gives its own interrupts (lower is more urgent).
 pub const HYP_PRIORITY: u8 = 0x80;
 
@@ -30,7 +35,10 @@ pub const fn mpidr_to_gicr_affinity(mpidr: u64) -> u32 {
 
 /// Finds, among redistributor affinities in frame order, the frame whose
 /// affinity matches `mpidr`.
-pub fn redistributor_for(mpidr: u64, frame_affinities: impl IntoIterator<Item = u32>) -> Option<usize> {
+pub fn redistributor_for(
+    mpidr: u64,
+    frame_affinities: impl IntoIterator<Item = u32>,
+) -> Option<usize> {
     let want = mpidr_to_gicr_affinity(mpidr);
     frame_affinities.into_iter().position(|a| a == want)
 }
@@ -83,11 +91,35 @@ impl HostGic {
     /// distributor and first redistributor region, `frames` must not exceed the
     /// frames in that region, and no other driver instance may exist.
     pub unsafe fn new(gicd: usize, gicr: usize, frames: usize) -> Result<Self, HostGicError> {
-        let gicd = NonNull::new(gicd as *mut Gicd).ok_or(GicError::InvalidRedistributorFrameLayout)?;
-        let gicr = NonNull::new(gicr as *mut GicrSgi).ok_or(GicError::InvalidRedistributorFrameLayout)?;
+        let gicd =
+            NonNull::new(gicd as *mut Gicd).ok_or(GicError::InvalidRedistributorFrameLayout)?;
+        let gicr =
+            NonNull::new(gicr as *mut GicrSgi).ok_or(GicError::InvalidRedistributorFrameLayout)?;
+        // Count the frames that exist: the region may be sized for more CPUs
+        // than the system has, and arm-gic initializes every frame it is told
+        // about. Frames end at the one whose GICR_TYPER.Last is set.
+        let mut present = 0;
+        let mut offset = 0usize;
+        while present < frames {
+            // SAFETY: `offset` stays inside the region the caller vouched for
+            // (at most `frames` frames of at least 128 KiB); GICR_TYPER is a
+            // read-only 64-bit register at offset 8 of each frame.
+            let typer =
+                unsafe { ((gicr.as_ptr() as usize + offset + 8) as *const u64).read_volatile() };
+            present += 1;
+            if typer & GICR_TYPER_LAST != 0 {
+                break;
+            }
+            offset += if typer & GICR_TYPER_VLPIS != 0 {
+                0x4_0000
+            } else {
+                0x2_0000
+            };
+        }
         // SAFETY: the caller guarantees both are this GIC's mapped registers
-        // and that nobody else drives them.
-        let gic = unsafe { GicV3::new(UniqueMmioPointer::new(gicd), gicr, frames)? };
+        // and that nobody else drives them; `present` frames exist.
+        let gic = unsafe { GicV3::new(UniqueMmioPointer::new(gicd), gicr, present)? };
+        let frames = present;
         Ok(Self { gic, frames })
     }
 
@@ -99,12 +131,19 @@ impl HostGic {
     /// The redistributor frame serving `mpidr`.
     pub fn frame_for(&mut self, mpidr: u64) -> Result<usize, HostGicError> {
         let mut affinities = [0u32; 256];
-        let n = self.frames.min(affinities.len());
-        for (i, slot) in affinities.iter_mut().enumerate().take(n) {
-            let typer = self.gic.gicr_typer(i)?;
-            *slot = mpidr_to_gicr_affinity(typer.core_mpidr());
+        let mut n = 0;
+        // Walk frames until GICR_TYPER.Last: a region may be sized for more
+        // CPUs than exist, and frames past the last one may not decode.
+        while n < self.frames.min(affinities.len()) {
+            let typer = self.gic.gicr_typer(n)?;
+            affinities[n] = mpidr_to_gicr_affinity(typer.core_mpidr());
+            n += 1;
+            if typer.last_redistributor() {
+                break;
+            }
         }
-        redistributor_for(mpidr, affinities[..n].iter().copied()).ok_or(HostGicError::NoRedistributor { mpidr })
+        redistributor_for(mpidr, affinities[..n].iter().copied())
+            .ok_or(HostGicError::NoRedistributor { mpidr })
     }
 
     #[cfg(target_arch = "aarch64")]
@@ -141,13 +180,19 @@ impl HostGic {
     }
 
     /// Enables a private interrupt (SGI/PPI) on the CPU served by `frame`.
-    pub fn enable_private(&mut self, intid: IntId, frame: usize, level: bool) -> Result<(), HostGicError> {
+    pub fn enable_private(
+        &mut self,
+        intid: IntId,
+        frame: usize,
+        level: bool,
+    ) -> Result<(), HostGicError> {
         let trigger = if level { Trigger::Level } else { Trigger::Edge };
         if !intid.is_sgi() {
             self.gic.set_trigger(intid, Some(frame), trigger)?;
         }
         self.gic.set_group(intid, Some(frame), Group::Group1NS)?;
-        self.gic.set_interrupt_priority(intid, Some(frame), HYP_PRIORITY)?;
+        self.gic
+            .set_interrupt_priority(intid, Some(frame), HYP_PRIORITY)?;
         self.gic.enable_interrupt(intid, Some(frame), true)?;
         Ok(())
     }

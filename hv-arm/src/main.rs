@@ -1,4 +1,472 @@
+//! hv-arm: the aarch64 EL2 hypervisor.
+//!
+//! Boot path: the Image header hands over to aarch64-rt's entry, which turns
+//! on the EL2 MMU and caches through our `enable_mmu` (see [`boot`]), zeroes
+//! the bss and calls [`main`] with x0 = the DTB. From there: the banner, the
+//! device tree parsed once into a [`Platform`], the heap from the memory the
+//! DT describes less everything reserved, the GIC in EOImode 1, every CPU
+//! through PSCI CPU_ON, and the EL2 timer ticking on each of them. Once all
+//! CPUs have taken their ticks the hypervisor powers the machine off (there
+//! are no guests yet: they arrive with the next issues).
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod console;
+mod cpus;
+mod exceptions;
+mod heap;
+mod irq;
+mod log;
+mod semihost;
+mod time;
+
+use core::fmt;
+
+use arrayvec::ArrayVec;
+use boards::{Attr, SELECTED};
+use common::memory::{PhysRange, RangeSet};
+use common::platform::{Conduit, Gic, Platform, UartKind as DtUartKind};
+use gic::host::HostGic;
+
+use crate::cpus::CpuSlot;
+
+/// Per-CPU tables are sized by the board's CPU bound.
+pub const MAX_CPUS: usize = SELECTED.max_cpus;
+
+/// Exit status under an emulator when the device tree or board is refused.
+const EXIT_REFUSED: i32 = 2;
+/// Exit status after a panic or an unexpected exception.
+const EXIT_FAULT: i32 = 1;
+
+aarch64_rt::entry!(main, 16);
+
+fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
+    time::mark_entry();
+    arch::set_cpu_id(0);
+    let boot_mpidr = arch::mpidr();
+    println!(
+        "hv-arm {} (board {}), entered at EL{} on mpidr {:#x}",
+        env!("CARGO_PKG_VERSION"),
+        SELECTED.name,
+        arch::current_el(),
+        boot_mpidr
+    );
+    if arch::current_el() != 2 {
+        fatal(
+            EXIT_REFUSED,
+            format_args!(
+                "entered at EL{}, but a hypervisor needs EL2",
+                arch::current_el()
+            ),
+        );
+    }
+    log::init();
+    info!(
+        "entered at EL2, dtb at {:#x}, image {:#x}-{:#x}",
+        dtb,
+        boot::image_range().start,
+        boot::image_range().end
+    );
+
+    let dtb_bytes = dtb_slice(dtb);
+    let platform = match Platform::from_fdt(dtb_bytes) {
+        Ok(p) => p,
+        Err(e) => fatal(EXIT_REFUSED, format_args!("device tree rejected: {}", e)),
+    };
+    if platform.timer.clock_frequency.is_some() && time::frequency() == 0 {
+        time::set_frequency(u64::from(platform.timer.clock_frequency.unwrap_or(0)));
+    }
+    report_platform(&platform);
+    selftest(&platform);
+
+    // Memory: the DT's banks inside the boot map's normal windows, less the
+    // image, the DTB and every reservation.
+    let dtb_range = PhysRange::from_base_size(dtb, dtb_bytes.len() as u64);
+    let free = usable_memory(&platform, dtb_range);
+    let added = heap::init(&free);
+    println!("heap: {} MiB in {} ranges", added >> 20, free.len());
+    info!("heap: {} bytes from {} free ranges", added, free.len());
+    if added == 0 {
+        fatal(
+            EXIT_REFUSED,
+            format_args!("no usable memory left for the heap"),
+        );
+    }
+
+    // Interrupt controller.
+    let Gic::V3 { gicd, gicr, .. } = &platform.gic else {
+        fatal(
+            EXIT_REFUSED,
+            format_args!("this board's GIC is GICv2; hv-arm drives GICv3 only (see README)"),
+        )
+    };
+    let Some(gicr0) = gicr.first() else {
+        fatal(EXIT_REFUSED, format_args!("GICv3 without redistributors"))
+    };
+    if !boot::in_device_window(gicd.start, gicd.size())
+        || !boot::in_device_window(gicr0.start, gicr0.size())
+    {
+        fatal(
+            EXIT_REFUSED,
+            format_args!("GIC registers lie outside the board profile's device windows"),
+        );
+    }
+    // GICv3 frames are 128 KiB; GICv4 ones 256 KiB: this is an upper bound.
+    let frames = (gicr0.size() / 0x2_0000).clamp(1, 4096) as usize;
+    // SAFETY: the DT names these as the GICv3 distributor and first
+    // redistributor region, they lie in device-mapped windows, and this is
+    // the only driver instance.
+    let mut host_gic =
+        match unsafe { HostGic::new(gicd.start as usize, gicr0.start as usize, frames) } {
+            Ok(g) => g,
+            Err(e) => fatal(EXIT_REFUSED, format_args!("GIC: {}", e)),
+        };
+    let slots = cpu_slots(&platform, boot_mpidr, &mut host_gic);
+    let Some(boot_slot) = slots.first().copied() else {
+        fatal(
+            EXIT_REFUSED,
+            format_args!("boot CPU {:#x} has no redistributor", boot_mpidr),
+        )
+    };
+    host_gic.init_global(boot_slot.frame);
+    irq::configure_timer(platform.timer.hyp_phys.intid, time::frequency());
+    if let Err(e) = host_gic.enable_private(irq::hyp_timer_intid(), boot_slot.frame, true) {
+        fatal(
+            EXIT_FAULT,
+            format_args!("cannot enable the EL2 timer interrupt: {}", e),
+        );
+    }
+    println!(
+        "gic: EOImode {} (EOI drops priority, DIR deactivates)",
+        if HostGic::eoimode1() { 1 } else { 0 }
+    );
+    irq::GIC.call_once(|| spin::Mutex::new(host_gic));
+
+    // Every CPU up.
+    let started = cpus::start_secondaries(&platform, &slots);
+    let expected = 1 + started;
+    let online = cpus::wait_online(expected, time::frequency().max(1_000_000));
+    let up_ticks = time::ticks_since_entry();
+    if online == slots.len() {
+        println!(
+            "all {} cpus up in {} ticks ({} us)",
+            online,
+            up_ticks,
+            time::ticks_to_us(up_ticks)
+        );
+    } else {
+        println!(
+            "{} of {} cpus up in {} ticks ({} us)",
+            online,
+            slots.len(),
+            up_ticks,
+            time::ticks_to_us(up_ticks)
+        );
+    }
+    info!(
+        "cpus online: {} of {}, {} counter ticks after entry",
+        online,
+        slots.len(),
+        up_ticks
+    );
+
+    // Every CPU takes its timer ticks; then power off.
+    irq::start_ticking();
+    arch::irq_enable();
+    // WFE, not WFI: the last CPU to finish may be another one, and it
+    // signals with SEV rather than an interrupt.
+    while irq::cpus_done_ticking() < online {
+        aarch64_cpu::asm::wfe();
+    }
+    info!(
+        "heap in use: {} of {} bytes; unclaimed interrupts: {}",
+        heap::allocated(),
+        heap::total(),
+        irq::spurious()
+    );
+    println!("all cpus ticking; powering off");
+    power_off(&platform)
+}
+
+/// The DTB at `addr` as a slice, after checking its header and that it lies
+/// in memory the boot page table maps.
+fn dtb_slice(addr: u64) -> &'static [u8] {
+    const HEADER: u64 = 40;
+    if addr == 0 || !addr.is_multiple_of(8) || !boot::in_normal_window(addr, HEADER) {
+        fatal(
+            EXIT_REFUSED,
+            format_args!(
+                "no usable device tree: x0 = {:#x} is not an aligned address in RAM",
+                addr
+            ),
+        );
+    }
+    // SAFETY: the header lies in a normal-memory window of the boot map and
+    // the boot loader placed the DTB there; it is only read.
+    let header = unsafe { core::slice::from_raw_parts(addr as *const u8, HEADER as usize) };
+    let size = match common::platform::dtb_total_size(header) {
+        Ok(s) => s as u64,
+        Err(e) => fatal(EXIT_REFUSED, format_args!("device tree rejected: {}", e)),
+    };
+    if !boot::in_normal_window(addr, size) {
+        fatal(
+            EXIT_REFUSED,
+            format_args!(
+                "device tree at {:#x} (+{:#x}) runs past mapped RAM",
+                addr, size
+            ),
+        );
+    }
+    // SAFETY: as above, for the size the validated header gives.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) }
+}
+
+fn report_platform(p: &Platform) {
+    println!("model: {}", p.model);
+    for bank in p.memory.iter() {
+        println!(
+            "memory: {:#x}-{:#x} ({} MiB)",
+            bank.start,
+            bank.end,
+            bank.size() >> 20
+        );
+    }
+    for r in p.reserved.iter() {
+        println!("reserved: {:#x}-{:#x}", r.start, r.end);
+    }
+    let conduit = match p.psci.map(|x| x.conduit) {
+        Some(Conduit::Smc) => "psci via smc",
+        Some(Conduit::Hvc) => "psci via hvc",
+        None => "no psci",
+    };
+    println!("cpus: {} ({})", p.cpus.len(), conduit);
+    match &p.gic {
+        Gic::V3 {
+            gicd,
+            gicr,
+            maintenance,
+            ..
+        } => {
+            let gicr0 = gicr
+                .first()
+                .copied()
+                .unwrap_or(PhysRange { start: 0, end: 0 });
+            println!(
+                "gic: v3, distributor {:#x}, redistributors {:#x} (+{:#x}), maintenance intid {}",
+                gicd.start,
+                gicr0.start,
+                gicr0.size(),
+                maintenance.map_or(0, |m| m.intid)
+            );
+        }
+        Gic::V2 { gicd, gicc, .. } => println!(
+            "gic: v2, distributor {:#x}, cpu interface {:#x}",
+            gicd.start, gicc.start
+        ),
+    }
+    println!(
+        "timer: el2 physical intid {}, virtual intid {}, counter {} Hz",
+        p.timer.hyp_phys.intid,
+        p.timer.virt.intid,
+        time::frequency()
+    );
+    match p.uart {
+        Some(u) => {
+            let kind = match u.kind {
+                DtUartKind::Pl011 => "pl011",
+                DtUartKind::Cadence => "cadence",
+                DtUartKind::Ns16550 => "ns16550",
+                DtUartKind::Other => "unsupported",
+            };
+            println!("uart: {} at {:#x}", kind, u.regs.start);
+            let same_kind = matches!(
+                (u.kind, SELECTED.console.kind),
+                (DtUartKind::Pl011, boards::UartKind::Pl011)
+                    | (DtUartKind::Cadence, boards::UartKind::Cadence)
+            );
+            if same_kind
+                && u.regs.start != SELECTED.console.base
+                && boot::in_device_window(u.regs.start, 0x1000)
+            {
+                console::switch_to(boards::Uart {
+                    kind: SELECTED.console.kind,
+                    base: u.regs.start,
+                });
+                println!(
+                    "console: moved to the DT's stdout-path UART at {:#x}",
+                    u.regs.start
+                );
+            }
+        }
+        None => println!(
+            "uart: none in the device tree (console stays at {:#x})",
+            SELECTED.console.base
+        ),
+    }
+    match p.smmu {
+        Some(s) => probe_smmu(s.regs.start),
+        None => println!("smmu: none"),
+    }
+    info!(
+        "platform: {} cpus, {} memory banks, {} reserved ranges",
+        p.cpus.len(),
+        p.memory.len(),
+        p.reserved.len()
+    );
+}
+
+/// Reads an SMMUv3's ID registers and says what it can do.
+fn probe_smmu(base: u64) {
+    if !boot::in_device_window(base, 0x1000) {
+        println!(
+            "smmu: smmuv3 at {:#x}, outside the board profile's device windows; ignored",
+            base
+        );
+        return;
+    }
+    let read = |off: usize| {
+        // SAFETY: the DT names this as an SMMUv3 register page, mapped as
+        // device memory; the ID registers are read-only and side-effect free.
+        unsafe { ((base as usize + off) as *const u32).read_volatile() }
+    };
+    let f = smmu::Features::decode(
+        read(smmu::regs::IDR0),
+        read(smmu::regs::IDR1),
+        read(smmu::regs::IDR5),
+        read(smmu::regs::AIDR),
+    );
+    let verdict = match f.check_assignable() {
+        Ok(()) => "usable for stage-2 device assignment",
+        Err(smmu::Unsuitable::NoStage2) => "no stage-2: not usable for device assignment",
+        Err(smmu::Unsuitable::NoAArch64Tables) => {
+            "no AArch64 tables: not usable for device assignment"
+        }
+        Err(smmu::Unsuitable::No4kGranule) => "no 4 KiB granule: not usable for device assignment",
+    };
+    println!(
+        "smmu: smmuv3.{} at {:#x}, {}-bit stream ids, {}-bit output, {}",
+        f.minor_revision, base, f.sid_bits, f.oas_bits, verdict
+    );
+}
+
+/// Deliberate faults for the boot tests, chosen by `hv.selftest=` in the
+/// bootargs: they prove the exception vectors report instead of hanging.
+fn selftest(p: &Platform) {
+    let Some(args) = p.bootargs else { return };
+    if args.split_whitespace().any(|a| a == "hv.selftest=fault") {
+        println!("selftest: reading an unmapped address");
+        // 512 GiB: beyond the 39-bit space the boot map covers.
+        let addr = 0x80_0000_0000usize as *const u64;
+        // SAFETY: deliberately faulting read, requested by the boot
+        // arguments; the exception handler reports it and stops.
+        let v = unsafe { addr.read_volatile() };
+        println!("selftest: read {:#x} without a fault", v);
+    }
+}
+
+fn usable_memory(p: &Platform, dtb: PhysRange) -> RangeSet<32> {
+    let mut windows: RangeSet<8> = RangeSet::new();
+    for w in SELECTED.windows.iter().filter(|w| w.attr == Attr::Normal) {
+        if windows
+            .add(PhysRange {
+                start: w.start(),
+                end: w.end(),
+            })
+            .is_err()
+        {
+            warn!("too many normal windows in the board profile");
+        }
+    }
+    let mut free: RangeSet<32> = RangeSet::new();
+    for bank in p.memory.iter() {
+        if free.add(*bank).is_err() {
+            warn!("memory bank {:#x} dropped: too many ranges", bank.start);
+        }
+    }
+    let described = free.total();
+    if free.clip_to(&windows).is_err() {
+        warn!("memory ranges dropped while clipping to the boot map");
+    }
+    if free.total() < described {
+        println!(
+            "memory: {} MiB lie outside the board profile's RAM windows and stay unused",
+            (described - free.total()) >> 20
+        );
+    }
+    let mut carve = |r: PhysRange, what: &str| {
+        if free.remove(r).is_err() {
+            println!(
+                "memory: cannot carve out {} {:#x}-{:#x}: too many ranges",
+                what, r.start, r.end
+            );
+        }
+    };
+    carve(boot::image_range(), "the image");
+    carve(dtb, "the dtb");
+    for r in p.reserved.iter() {
+        carve(*r, "a reservation");
+    }
+    free
+}
+
+/// Assigns logical ids (boot CPU first, then DT order) and redistributor frames.
+fn cpu_slots(p: &Platform, boot_mpidr: u64, gic: &mut HostGic) -> ArrayVec<CpuSlot, MAX_CPUS> {
+    let mut slots = ArrayVec::new();
+    let order = core::iter::once(boot_mpidr)
+        .chain(p.cpus.iter().map(|c| c.mpidr).filter(|&m| m != boot_mpidr));
+    for mpidr in order {
+        if slots.is_full() {
+            println!(
+                "cpu {:#x}: beyond this image's {} CPUs; left off",
+                mpidr, MAX_CPUS
+            );
+            continue;
+        }
+        match gic.frame_for(mpidr) {
+            Ok(frame) => slots.push(CpuSlot {
+                id: slots.len(),
+                mpidr,
+                frame,
+            }),
+            Err(e) => println!("cpu {:#x}: {}; left off", mpidr, e),
+        }
+    }
+    slots
+}
+
+fn power_off(p: &Platform) -> ! {
+    if matches!(p.psci.map(|x| x.conduit), Some(Conduit::Smc)) {
+        let r = smccc::psci::system_off::<smccc::Smc>();
+        println!("PSCI SYSTEM_OFF returned {:?}", r);
+    }
+    semihost::exit(0);
+    halt()
+}
+
+/// Stops this CPU for good.
+fn halt() -> ! {
+    arch::irq_save();
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Prints why the hypervisor cannot go on, then stops: under an emulator
+/// with semihosting it exits with `code`; otherwise the CPU halts.
+pub fn fatal(code: i32, why: fmt::Arguments) -> ! {
+    arch::irq_save();
+    console::force();
+    println!("hv-arm: fatal: {}", why);
+    error!("fatal on cpu {}, exit status {}", arch::cpu_id(), code);
+    semihost::exit(code);
+    halt()
+}
+
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    fatal(EXIT_FAULT, format_args!("panic: {}", info))
+}

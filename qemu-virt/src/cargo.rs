@@ -30,8 +30,14 @@ impl Build<'_> {
     pub fn run(&self) -> Result<PathBuf, String> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "-q", "-p", self.package, "--target", self.target]);
+        cmd.current_dir(workspace_root()).args([
+            "build",
+            "-q",
+            "-p",
+            self.package,
+            "--target",
+            self.target,
+        ]);
         if self.release {
             cmd.arg("--release");
         }
@@ -48,10 +54,20 @@ impl Build<'_> {
         }
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
-            return Err(format!("cargo build -p {} --target {} failed ({status})", self.package, self.target));
+            return Err(format!(
+                "cargo build -p {} --target {} failed ({status})",
+                self.package, self.target
+            ));
         }
         let profile = if self.release { "release" } else { "debug" };
-        let elf = target_dir().join(self.target).join(profile).join(self.package);
-        if elf.is_file() { Ok(elf) } else { Err(format!("cargo succeeded but {} is missing", elf.display())) }
+        let elf = target_dir()
+            .join(self.target)
+            .join(profile)
+            .join(self.package);
+        if elf.is_file() {
+            Ok(elf)
+        } else {
+            Err(format!("cargo succeeded but {} is missing", elf.display()))
+        }
     }
 }

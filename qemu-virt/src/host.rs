@@ -13,12 +13,17 @@ static APT: Mutex<bool> = Mutex::new(false);
 
 /// The workspace root (the directory holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The cargo target directory of the workspace.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Directory for downloaded inputs (Debian packages, extracted DTBs, ...):
@@ -51,13 +56,26 @@ fn run_apt(args: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new("apt-get");
     cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
     // Not root: try sudo without a password prompt.
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if !is_root {
         cmd = Command::new("sudo");
-        cmd.arg("-n").arg("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd.arg("-n")
+            .arg("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
     }
-    let status = cmd.status().map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("apt-get {} failed ({status})", args.join(" "))) }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("apt-get {} failed ({status})", args.join(" ")))
+    }
 }
 
 /// Makes sure each `(program, debian_package)` is present, installing the
@@ -71,7 +89,11 @@ pub fn ensure_programs(needed: &[(&str, &str)]) -> Result<(), String> {
     pkgs.sort_unstable();
     pkgs.dedup();
     let progs: Vec<&str> = missing.iter().map(|(prog, _)| *prog).collect();
-    eprintln!("qemu-virt: {} not found; installing Debian package(s) {} with apt-get", progs.join(", "), pkgs.join(" "));
+    eprintln!(
+        "qemu-virt: {} not found; installing Debian package(s) {} with apt-get",
+        progs.join(", "),
+        pkgs.join(" ")
+    );
     apt_update()?;
     let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend(pkgs.iter().copied());
@@ -87,7 +109,10 @@ pub fn ensure_programs(needed: &[(&str, &str)]) -> Result<(), String> {
 
 /// QEMU for aarch64 and the device-tree compiler.
 pub fn ensure_qemu_arm() -> Result<(), String> {
-    ensure_programs(&[("qemu-system-aarch64", "qemu-system-arm"), ("dtc", "device-tree-compiler")])
+    ensure_programs(&[
+        ("qemu-system-aarch64", "qemu-system-arm"),
+        ("dtc", "device-tree-compiler"),
+    ])
 }
 
 /// QEMU for x86_64.

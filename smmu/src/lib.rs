@@ -106,8 +106,13 @@ mod tests {
         // StreamIDs; 44-bit OAS with 4K and 64K granules; SMMUv3.1.
         let idr0 = 1 | 1 << 1 | 0b10 << 2 | 1 << 4 | 1 << 27;
         let f = Features::decode(idr0, 16, 4 | 1 << 4 | 1 << 6, 1);
-        assert!(f.stage1 && f.stage2 && f.aarch64_tables && f.coherent_walk && f.two_level_stream_table);
-        assert_eq!((f.sid_bits, f.oas_bits, f.granule_4k, f.minor_revision), (16, 44, true, 1));
+        assert!(
+            f.stage1 && f.stage2 && f.aarch64_tables && f.coherent_walk && f.two_level_stream_table
+        );
+        assert_eq!(
+            (f.sid_bits, f.oas_bits, f.granule_4k, f.minor_revision),
+            (16, 44, true, 1)
+        );
         assert_eq!(f.check_assignable(), Ok(()));
     }
 
