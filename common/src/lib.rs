@@ -11,5 +11,6 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod fdt;
 pub mod memory;
 pub mod platform;

@@ -11,13 +11,11 @@
 //! nothing: the description has fixed capacities, because it is built before
 //! the hypervisor has a heap.
 //!
-//! Reader: dtoolkit (see `docs/decisions.md`): it validates the whole blob's
-//! structure before handing out a single node, so later walks cannot run off
-//! the end, and it is fuzzed upstream.
+//! Reader: [`crate::fdt`], which validates the whole blob's structure before
+//! handing out a single node (see `docs/decisions.md` for why not a crate).
 
+use crate::fdt::{Fdt, Node as FdtNode};
 use arrayvec::{ArrayString, ArrayVec};
-use dtoolkit::fdt::{Fdt, FdtNode};
-use dtoolkit::{Node, Property};
 
 use crate::memory::{PhysRange, RangeSet};
 
@@ -265,12 +263,23 @@ impl core::fmt::Display for DtError<'_> {
     }
 }
 
-/// `#address-cells` / `#size-cells` a node gives its children. `None` when
-/// the property is present but malformed: only an actual `reg` read fails.
+/// Most `ranges` entries one bus may have for translation.
+const MAX_BUS_RANGES: usize = 8;
+
+/// (child bus base, CPU base, size) windows of one bus.
+type BusWindows = [(u64, u64, u64); MAX_BUS_RANGES];
+
+/// What a node gives its children: `#address-cells` / `#size-cells`
+/// (`None` when the property is present but malformed: only an actual `reg`
+/// read fails) and how child bus addresses translate to CPU physical
+/// addresses (from `ranges`, composed up to the root).
 #[derive(Clone, Copy, Debug)]
 struct Cells {
     address: Option<u32>,
     size: Option<u32>,
+    /// `None`: identity (the root, an empty `ranges`, or no `ranges` at
+    /// all). Otherwise (child base, CPU base, size) windows.
+    map: Option<(BusWindows, usize)>,
 }
 
 impl Cells {
@@ -278,17 +287,74 @@ impl Cells {
     const ROOT_PARENT: Cells = Cells {
         address: Some(2),
         size: Some(1),
+        map: None,
     };
 
-    fn of(node: &FdtNode<'_>) -> Cells {
+    /// What `node` gives its children, given what its parent gave it.
+    fn of<'a>(node: &FdtNode<'a>, parent: Cells) -> Result<Cells, DtError<'a>> {
         let read = |name: &str, default: u32| match node.property(name) {
             None => Some(default),
-            Some(p) => be_u32(p.value()),
+            Some(p) => be_u32(p),
         };
-        Cells {
+        let mut cells = Cells {
             address: read("#address-cells", 2),
             size: read("#size-cells", 1),
+            map: parent.map,
+        };
+        let Some(ranges) = prop(node, "ranges") else {
+            return Ok(cells);
+        };
+        if ranges.is_empty() {
+            return Ok(cells);
         }
+        let bad = DtError::BadProperty {
+            node: node.name(),
+            property: "ranges",
+        };
+        let (Some(ca), Some(cs), Some(pa)) = (cells.address, cells.size, parent.address) else {
+            return Err(bad);
+        };
+        if !(1..=2).contains(&ca) || !(1..=2).contains(&cs) || !(1..=2).contains(&pa) {
+            return Err(DtError::BadCells { node: node.name() });
+        }
+        let entry = ((ca + pa + cs) * 4) as usize;
+        if ranges.len() % entry != 0 {
+            return Err(bad);
+        }
+        let mut map = [(0u64, 0u64, 0u64); MAX_BUS_RANGES];
+        let mut n = 0;
+        for e in ranges.chunks_exact(entry) {
+            let (child, rest) = take_cells(e, ca as usize).ok_or(bad)?;
+            let (parent_addr, rest) = take_cells(rest, pa as usize).ok_or(bad)?;
+            let (size, _) = take_cells(rest, cs as usize).ok_or(bad)?;
+            // A window the parent cannot translate is left out.
+            if let Some(cpu) = parent.translate(parent_addr, size) {
+                if n == MAX_BUS_RANGES {
+                    return Err(DtError::TooMany {
+                        what: "ranges entries on one bus",
+                        max: MAX_BUS_RANGES,
+                    });
+                }
+                map[n] = (child, cpu, size);
+                n += 1;
+            }
+        }
+        cells.map = Some((map, n));
+        Ok(cells)
+    }
+
+    /// The CPU address of `[addr, addr+size)` on this bus, if one window
+    /// holds it whole.
+    fn translate(&self, addr: u64, size: u64) -> Option<u64> {
+        let Some((map, n)) = &self.map else {
+            return Some(addr);
+        };
+        map.get(..*n)?.iter().find_map(|&(child, cpu, len)| {
+            let off = addr.checked_sub(child)?;
+            (off.checked_add(size)? <= len)
+                .then(|| cpu.checked_add(off))
+                .flatten()
+        })
     }
 }
 
@@ -330,9 +396,7 @@ struct Walk<'a> {
 
 /// A property's raw value, borrowed from the DTB.
 fn prop<'a>(node: &FdtNode<'a>, name: &str) -> Option<&'a [u8]> {
-    node.properties()
-        .find(|p| p.name() == name)
-        .and_then(|p| p.value_as::<&'a [u8]>().ok())
+    node.property(name)
 }
 
 fn str_prop<'a>(node: &FdtNode<'a>, name: &str) -> Option<&'a str> {
@@ -345,8 +409,7 @@ fn str_prop<'a>(node: &FdtNode<'a>, name: &str) -> Option<&'a str> {
 fn has_compatible(node: &FdtNode<'_>, wanted: &[&str]) -> bool {
     node.property("compatible")
         .map(|p| {
-            p.value()
-                .split(|&b| b == 0)
+            p.split(|&b| b == 0)
                 .any(|c| wanted.iter().any(|w| w.as_bytes() == c))
         })
         .unwrap_or(false)
@@ -372,7 +435,7 @@ fn regs<'a, const N: usize>(
     let Some(prop) = node.property("reg") else {
         return Ok(());
     };
-    let mut v = prop.value();
+    let mut v = prop;
     let entry = (ac + sc) as usize * 4;
     if v.is_empty() || v.len() % entry != 0 {
         return Err(DtError::BadProperty {
@@ -386,6 +449,10 @@ fn regs<'a, const N: usize>(
             property: "reg",
         })?;
         let (size, rest) = take_cells(rest, sc as usize).ok_or(DtError::BadProperty {
+            node: name,
+            property: "reg",
+        })?;
+        let addr = parent.translate(addr, size).ok_or(DtError::BadProperty {
             node: name,
             property: "reg",
         })?;
@@ -451,7 +518,13 @@ impl<'a> Walk<'a> {
             let _ = path.try_push('/');
             let _ = path.try_push_str(name);
         }
-        let mine = Cells::of(&node);
+        // A bus whose `ranges` cannot be read fails only the reads that need
+        // it: its children's addresses become untranslatable.
+        let mine = Cells::of(&node, parent).unwrap_or(Cells {
+            address: None,
+            size: None,
+            map: Some(([(0, 0, 0); MAX_BUS_RANGES], 0)),
+        });
         self.node(&node, parent, path, depth)?;
         for child in node.children() {
             self.visit(child, mine, path, depth + 1)?;
@@ -474,7 +547,7 @@ impl<'a> Walk<'a> {
             return Ok(());
         }
         if depth == 1 {
-            match node.name_without_address() {
+            match node.base_name() {
                 "chosen" => {
                     self.bootargs = str_prop(node, "bootargs");
                     self.stdout_path = str_prop(node, "stdout-path")
@@ -549,9 +622,7 @@ impl<'a> Walk<'a> {
                 phys: irq(1)?,
                 virt: irq(2)?,
                 hyp_phys: irq(3)?,
-                clock_frequency: node
-                    .property("clock-frequency")
-                    .and_then(|p| be_u32(p.value())),
+                clock_frequency: node.property("clock-frequency").and_then(be_u32),
             });
         }
         let uart_kind = if has_compatible(node, &["arm,pl011"]) {
@@ -658,7 +729,7 @@ impl<'a> Walk<'a> {
         let name = node.name();
         let regions = match node.property("#redistributor-regions") {
             None => 1,
-            Some(p) => be_u32(p.value()).ok_or(DtError::BadProperty {
+            Some(p) => be_u32(p).ok_or(DtError::BadProperty {
                 node: name,
                 property: "#redistributor-regions",
             })?,
@@ -686,7 +757,7 @@ impl<'a> Walk<'a> {
         let gicr_stride = match node.property("redistributor-stride") {
             None => 0,
             Some(p) => {
-                let v = p.value();
+                let v = p;
                 let cells = match v.len() {
                     4 => 1,
                     8 => 2,
@@ -727,23 +798,6 @@ impl<'a> Walk<'a> {
     }
 }
 
-fn parse_error(kind: &dtoolkit::error::FdtErrorKind) -> &'static str {
-    use dtoolkit::error::FdtErrorKind as K;
-    match kind {
-        K::InvalidMagic => "bad magic",
-        K::UnsupportedVersion(_) => "unsupported version",
-        K::InvalidLength => "length does not match totalsize",
-        K::InvalidHeader(why) => why,
-        K::BadToken(_) => "bad structure token",
-        K::InvalidOffset => "offset out of bounds",
-        K::InvalidString => "unterminated or invalid string",
-        K::InvalidNodeName => "invalid node name",
-        K::InvalidPropertyName => "invalid property name",
-        K::MemReserveNotTerminated => "memory reservation block not terminated",
-        _ => "invalid structure",
-    }
-}
-
 impl<'a> Platform<'a> {
     /// Parses a whole DTB (`dtb.len()` must equal its `totalsize`).
     pub fn from_fdt(dtb: &'a [u8]) -> Result<Platform<'a>, DtError<'a>> {
@@ -751,7 +805,7 @@ impl<'a> Platform<'a> {
         let dtb = dtb
             .get(..size)
             .ok_or(DtError::Malformed("truncated: shorter than totalsize"))?;
-        let fdt = Fdt::new(dtb).map_err(|e| DtError::Malformed(parse_error(&e.kind)))?;
+        let fdt = Fdt::new(dtb).map_err(DtError::Malformed)?;
         let mut walk = Walk {
             model: None,
             root_compatible: None,
@@ -767,9 +821,9 @@ impl<'a> Platform<'a> {
             stdout_path: None,
             aliases: None,
         };
-        for r in fdt.memory_reservations() {
+        for (address, size) in fdt.reservations() {
             walk.reserved
-                .add(PhysRange::from_base_size(r.address(), r.size()))
+                .add(PhysRange::from_base_size(address, size))
                 .map_err(|_| DtError::TooMany {
                     what: "reserved ranges",
                     max: MAX_RESERVED,
