@@ -423,11 +423,11 @@ mod tests {
                 let mut c = d.clone();
                 c[i] ^= 1 << bit;
                 if let Ok(fdt) = Fdt::new(&c) {
-                    fn walk(n: Node<'_>, depth: usize) -> usize {
+                    fn walk(n: Node<'_>) -> usize {
                         n.properties().count()
                             + n.children().map(|c| walk(c, depth + 1)).sum::<usize>()
                     }
-                    let _ = walk(fdt.root(), 0);
+                    let _ = walk(fdt.root());
                 }
             }
         }
