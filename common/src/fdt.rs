@@ -424,8 +424,7 @@ mod tests {
                 c[i] ^= 1 << bit;
                 if let Ok(fdt) = Fdt::new(&c) {
                     fn walk(n: Node<'_>) -> usize {
-                        n.properties().count()
-                            + n.children().map(|c| walk(c, depth + 1)).sum::<usize>()
+                        n.properties().count() + n.children().map(walk).sum::<usize>()
                     }
                     let _ = walk(fdt.root());
                 }
