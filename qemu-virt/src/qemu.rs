@@ -40,6 +40,8 @@ pub struct RunConfig {
     pub extra_args: Vec<String>,
     /// Echo console and log as they arrive (off in tests that run in parallel).
     pub echo: bool,
+    /// Enable semihosting (the log channel and the failure exit codes).
+    pub semihosting: bool,
 }
 
 impl RunConfig {
@@ -55,6 +57,7 @@ impl RunConfig {
             machine_opts: Vec::new(),
             extra_args: Vec::new(),
             echo: true,
+            semihosting: true,
         }
     }
 
@@ -86,14 +89,18 @@ impl RunConfig {
             "-no-reboot",
             "-kernel",
             &self.image.to_string_lossy(),
-            "-semihosting-config",
-            "enable=on,target=native,chardev=hvlog",
-            "-chardev",
-            &format!("file,id=hvlog,path={log_file}"),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if self.semihosting {
+            a.extend([
+                "-semihosting-config".into(),
+                "enable=on,target=native,chardev=hvlog".into(),
+                "-chardev".into(),
+                format!("file,id=hvlog,path={log_file}"),
+            ]);
+        }
         if self.icount {
             a.extend(
                 [
