@@ -220,3 +220,17 @@ fn cpus_with_three_address_cells_are_refused() {
     });
     check_refused(&out, "#address-cells");
 }
+
+/// The Raspberry Pi 4 and the ZCU102 have a GIC-400; QEMU virt with
+/// gic-version=2 shows what hv-arm does there: it describes the board and
+/// stops with a clear line.
+#[test]
+fn a_gicv2_board_is_described_then_refused() {
+    let mut cfg = config(2);
+    cfg.machine_opts = vec!["gic-version=2".into()];
+    let out = boot(&cfg);
+    let t = out.transcript();
+    assert_eq!(out.status, 2, "{t}");
+    assert!(out.console.contains("gic: v2, distributor 0x8000000, cpu interface 0x8010000"), "{t}");
+    assert!(out.console.contains("hv-arm: fatal: this board's GIC is GICv2"), "{t}");
+}
