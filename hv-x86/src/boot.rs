@@ -1,23 +1,22 @@
 //! From the boot loader to Rust: Multiboot headers, then 32-bit protected
-//! mode to long mode with an identity map of the first 4 GiB in 2 MiB pages.
+//! mode to long mode with an identity map of the first 4 GiB in 2 MiB pages;
+//! and the window through which Rust reads what the loader left in memory.
 //!
 //! The image carries two headers. Multiboot2 is what GRUB and Bochs use (a
 //! later issue boots it under Bochs from a GRUB rescue ISO). QEMU's `-kernel`
 //! only speaks Multiboot1 and refuses 64-bit ELFs, so a Multiboot1 header
 //! with the a.out-kludge address fields (flag 16) lets it load the same file
-//! as a flat image at 1 MiB. Both enter `hv_x86_start` in 32-bit protected
-//! mode with the loader's magic in eax and its info pointer in ebx.
+//! as a flat image at 1 MiB: linker.ld keeps everything in one segment, so
+//! those addresses and the ELF program header describe the same bytes. Both
+//! enter `hv_x86_start` in 32-bit protected mode with the loader's magic in
+//! eax and its info pointer in ebx; Rust gets them as its two arguments.
 
-/// Multiboot1 header magic.
-pub const MB1_HEADER_MAGIC: u32 = 0x1bad_b002;
-/// Multiboot1 flags: memory info, and the address fields are valid.
+use hv_x86::multiboot::{MB1_HEADER_MAGIC, MB2_HEADER_MAGIC, Memory};
+
+/// Multiboot1 flags: memory info wanted, and the address fields are valid.
 const MB1_FLAGS: u32 = (1 << 1) | (1 << 16);
-/// Multiboot2 header magic.
-pub const MB2_HEADER_MAGIC: u32 = 0xe852_50d6;
-/// Value in eax when a Multiboot1 loader enters us.
-pub const MB1_BOOT_MAGIC: u32 = 0x2bad_b002;
-/// Value in eax when a Multiboot2 loader enters us.
-pub const MB2_BOOT_MAGIC: u32 = 0x36d7_6289;
+/// End of what the boot page tables map.
+const IDENTITY_MAPPED: u64 = 4 << 30;
 
 core::arch::global_asm!(
     ".section .multiboot1, \"a\"",
@@ -104,17 +103,21 @@ core::arch::global_asm!(
     "    movl %eax, %cr0",
     "    lgdt gdt64_pointer",
     "    ljmp $0x08, $3f",
-    // No long mode: say so on COM1 and stop.
+    // No long mode: say so on COM1 and stop as a panic does.
     "9:  movl $no_lm_msg, %esi",
     "8:  movb (%esi), %al",
     "    testb %al, %al",
     "    jz 7f",
-    "    movw $0x3f8, %dx",
+    "    movw ${com1}, %dx",
     "    outb %al, %dx",
     "    incl %esi",
     "    jmp 8b",
-    "7:  hlt",
-    "    jmp 7b",
+    "7:  movb ${exit_failure}, %al",
+    "    movw ${exit_port}, %dx",
+    "    outb %al, %dx",
+    "6:  cli",
+    "    hlt",
+    "    jmp 6b",
     ".code64",
     "3:  movw $0x10, %ax",
     "    movw %ax, %ds",
@@ -156,6 +159,47 @@ core::arch::global_asm!(
     mb1_magic = const MB1_HEADER_MAGIC,
     mb1_flags = const MB1_FLAGS,
     mb2_magic = const MB2_HEADER_MAGIC,
+    com1 = const boards::PC.console.base,
+    exit_port = const crate::DEBUG_EXIT_PORT,
+    exit_failure = const crate::EXIT_FAILURE,
     main = sym crate::main,
     options(att_syntax),
 );
+
+unsafe extern "C" {
+    /// First byte of the image (linker.ld).
+    static hv_load_start: u8;
+    /// End of the image's bss, page tables and boot stack included.
+    static hv_bss_end: u8;
+}
+
+/// What the loader left in memory: the identity-mapped 4 GiB, minus this
+/// image (whose data and stack change under Rust's feet). Valid until
+/// hv-x86 starts handing out memory outside its image, which it does not
+/// yet; that change must retire this reader first.
+pub struct LoaderMemory;
+
+impl Memory for LoaderMemory {
+    fn read(&self, addr: u64, max: usize) -> Option<&[u8]> {
+        let image = (&raw const hv_load_start) as u64..(&raw const hv_bss_end) as u64;
+        let limit = if addr < image.start {
+            image.start
+        } else if addr >= image.end {
+            IDENTITY_MAPPED
+        } else {
+            return None;
+        };
+        if addr == 0 || addr >= limit {
+            return None;
+        }
+        let len = (max as u64).min(limit - addr) as usize;
+        // SAFETY: [addr, addr + len) is non-null, below 4 GiB (identity
+        // mapped by the boot page tables, so reading it cannot fault) and
+        // outside this image, so nothing in this program writes it while the
+        // slice lives (one CPU runs, and nothing outside the image is
+        // allocated yet); u8 has no alignment or validity requirement. A
+        // loader pointing into MMIO could make this read a device register:
+        // that is the loader's lie to tell, and the parser bounds how much.
+        Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+    }
+}

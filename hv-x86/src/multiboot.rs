@@ -1,110 +1,749 @@
-//! What the boot loader told us, read with every size and pointer checked.
+//! What the boot loader handed over, read with every pointer, length and tag
+//! size checked.
 //!
-//! Multiboot1 hands over a fixed structure with flag-guarded fields;
-//! Multiboot2 a list of 8-byte-aligned tags. Both are loader input: a size
-//! out of range or a string without its terminator is an error, never a
-//! read past the structure.
+//! Multiboot1 passes a fixed structure whose fields are guarded by flags and
+//! point elsewhere (memory map, loader name); Multiboot2 passes one block of
+//! 8-byte-aligned tags. All of it is loader input: a size out of range, a
+//! tag running past the block, a string without its terminator is an
+//! [`Error`], never a read outside what [`Memory`] grants and never a panic.
+//! This module reads memory only through [`Memory`]; it owns no pointers.
 
-use crate::boot::{MB1_BOOT_MAGIC, MB2_BOOT_MAGIC};
+use core::fmt;
+
+/// Multiboot1 header magic (in the image).
+pub const MB1_HEADER_MAGIC: u32 = 0x1bad_b002;
+/// Multiboot2 header magic (in the image).
+pub const MB2_HEADER_MAGIC: u32 = 0xe852_50d6;
+/// eax when a Multiboot1 loader enters the image.
+pub const MB1_BOOT_MAGIC: u32 = 0x2bad_b002;
+/// eax when a Multiboot2 loader enters the image.
+pub const MB2_BOOT_MAGIC: u32 = 0x36d7_6289;
+
+/// Multiboot1 info: bytes up to and including `boot_loader_name`.
+const MB1_INFO_LEN: usize = 68;
+const MB1_FLAG_MEMORY: u32 = 1 << 0;
+const MB1_FLAG_MMAP: u32 = 1 << 6;
+const MB1_FLAG_LOADER_NAME: u32 = 1 << 9;
+/// Multiboot1 memory map entry after its `size` word: base, length, type.
+const MB1_MMAP_ENTRY_MIN: usize = 20;
+
+const MB2_TAG_END: u32 = 0;
+const MB2_TAG_LOADER_NAME: u32 = 2;
+const MB2_TAG_BASIC_MEMINFO: u32 = 4;
+const MB2_TAG_MMAP: u32 = 6;
+/// Multiboot2 memory map entry: base, length, type, reserved.
+const MB2_MMAP_ENTRY_MIN: usize = 24;
+
+/// Memory map type of RAM free for the OS (both protocols).
+const MMAP_AVAILABLE: u32 = 1;
+
+/// Largest Multiboot2 information block accepted (GRUB's is a few KiB even
+/// with an EFI memory map).
+pub const MAX_MB2_INFO: usize = 256 * 1024;
+/// Largest Multiboot1 memory map accepted.
+pub const MAX_MB1_MMAP: usize = 64 * 1024;
+/// Longest loader name accepted, without its terminator.
+pub const MAX_NAME: usize = 128;
+
+/// Which protocol entered the image, from the magic in eax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Multiboot1 (QEMU `-kernel`, GRUB `multiboot`).
+    Multiboot1,
+    /// Multiboot2 (GRUB `multiboot2`).
+    Multiboot2,
+}
+
+impl Protocol {
+    /// The protocol whose boot magic is `magic`, if any.
+    pub fn from_magic(magic: u32) -> Option<Self> {
+        match magic {
+            MB1_BOOT_MAGIC => Some(Self::Multiboot1),
+            MB2_BOOT_MAGIC => Some(Self::Multiboot2),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Multiboot1 => "Multiboot1",
+            Self::Multiboot2 => "Multiboot2",
+        })
+    }
+}
+
+/// Read access to the memory the loader's structures live in.
+pub trait Memory {
+    /// Up to `max` bytes from physical address `addr`: fewer where readable
+    /// memory ends, `None` when `addr` itself is not readable.
+    fn read(&self, addr: u64, max: usize) -> Option<&[u8]>;
+}
+
+/// How much memory the loader reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryTotal {
+    /// The available ranges of the loader's memory map.
+    Map {
+        /// Sum of their lengths.
+        usable_bytes: u64,
+        /// How many there were.
+        ranges: u32,
+    },
+    /// Only the basic counts (below 640 KiB, and from 1 MiB up to the first
+    /// hole: on a PC that misses everything above the PCI hole).
+    Basic {
+        /// KiB of lower memory.
+        lower_kib: u32,
+        /// KiB of upper memory.
+        upper_kib: u32,
+    },
+}
+
+impl MemoryTotal {
+    /// Whole MiB, rounded down.
+    pub fn mib(&self) -> u64 {
+        match *self {
+            Self::Map { usable_bytes, .. } => usable_bytes >> 20,
+            Self::Basic {
+                lower_kib,
+                upper_kib,
+            } => (u64::from(lower_kib) + u64::from(upper_kib)) >> 10,
+        }
+    }
+}
 
 /// The facts the banner shows.
-pub struct BootInfo {
-    /// "Multiboot1" or "Multiboot2".
-    pub protocol: &'static str,
-    /// The loader's name, when given.
-    pub loader_name: &'static str,
-    /// Upper plus lower memory in KiB, when given.
-    pub memory_kib: Option<u64>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootInfo<'a> {
+    /// The protocol that entered the image.
+    pub protocol: Protocol,
+    /// The loader's name, when it gave one (printable ASCII).
+    pub loader_name: Option<&'a str>,
+    /// The memory it reported, preferring the memory map.
+    pub memory: Option<MemoryTotal>,
 }
 
-/// Largest Multiboot2 information structure accepted.
-const MAX_INFO: usize = 64 * 1024;
-/// Longest string read.
-const MAX_STR: usize = 256;
-/// Highest address the boot page tables map.
-const MAPPED: usize = 4 << 30;
+/// Why the loader's information was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A structure lies (partly) outside readable memory.
+    Unreadable {
+        /// Which structure.
+        what: &'static str,
+        /// Where the loader said it is.
+        addr: u64,
+        /// How long it should be.
+        len: u64,
+    },
+    /// The Multiboot2 block is not 8-byte aligned.
+    Misaligned(u64),
+    /// The Multiboot2 block's total size is out of range.
+    InfoSize(u32),
+    /// A Multiboot2 tag is shorter than its header or runs past the block.
+    TagSize {
+        /// Offset of the tag in the block.
+        offset: usize,
+        /// Its type.
+        kind: u32,
+        /// Its claimed size.
+        size: u32,
+    },
+    /// The Multiboot2 tags ran out before an end tag.
+    NoEndTag,
+    /// A fixed-size tag is too short for its fields.
+    ShortTag {
+        /// Its type.
+        kind: u32,
+        /// Its size.
+        size: u32,
+    },
+    /// The memory map is malformed.
+    MemoryMap(&'static str),
+    /// The loader name is malformed.
+    LoaderName(&'static str),
+}
 
-fn bytes(addr: usize, len: usize) -> Result<&'static [u8], &'static str> {
-    if addr == 0 || addr.checked_add(len).is_none_or(|end| end > MAPPED) {
-        return Err("pointer outside the identity-mapped 4 GiB");
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Unreadable { what, addr, len } => {
+                write!(
+                    f,
+                    "{what} at {addr:#x} ({len} bytes) is outside readable memory"
+                )
+            }
+            Self::Misaligned(addr) => {
+                write!(
+                    f,
+                    "Multiboot2 information at {addr:#x} is not 8-byte aligned"
+                )
+            }
+            Self::InfoSize(size) => write!(
+                f,
+                "Multiboot2 information size {size} is outside 16..={MAX_MB2_INFO}"
+            ),
+            Self::TagSize { offset, kind, size } => write!(
+                f,
+                "Multiboot2 tag type {kind} at offset {offset} has size {size}, outside its block"
+            ),
+            Self::NoEndTag => f.write_str("Multiboot2 information has no end tag"),
+            Self::ShortTag { kind, size } => {
+                write!(f, "Multiboot2 tag type {kind} is too short ({size} bytes)")
+            }
+            Self::MemoryMap(why) => write!(f, "memory map: {why}"),
+            Self::LoaderName(why) => write!(f, "boot loader name: {why}"),
+        }
     }
-    // SAFETY: the range lies in the identity-mapped first 4 GiB, which the
-    // loader left readable, and it is only read.
-    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
-fn u32_at(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+fn le32(b: &[u8], off: usize) -> Option<u32> {
+    let bytes = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
-fn c_string(b: &'static [u8]) -> &'static str {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    core::str::from_utf8(&b[..end]).unwrap_or("(not UTF-8)")
+fn le64(b: &[u8], off: usize) -> Option<u64> {
+    let bytes = b.get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
-/// Reads the loader's information.
-pub fn describe(magic: u32, info: u32) -> Result<BootInfo, &'static str> {
-    match magic {
-        MB1_BOOT_MAGIC => multiboot1(info as usize),
-        MB2_BOOT_MAGIC => multiboot2(info as usize),
-        _ => Err("not entered by a Multiboot loader (bad magic in eax)"),
+/// Exactly `len` bytes at `addr`, or why not.
+fn read_exact<'m, M: Memory>(
+    mem: &'m M,
+    what: &'static str,
+    addr: u64,
+    len: usize,
+) -> Result<&'m [u8], Error> {
+    let unreadable = Error::Unreadable {
+        what,
+        addr,
+        len: len as u64,
+    };
+    let b = mem.read(addr, len).ok_or(unreadable)?;
+    b.get(..len).ok_or(unreadable)
+}
+
+/// A loader name: NUL-terminated within [`MAX_NAME`] + 1 bytes of `b`,
+/// printable ASCII (it goes to the console as it is).
+fn loader_name(b: &[u8]) -> Result<&str, Error> {
+    let window = b.get(..b.len().min(MAX_NAME + 1)).unwrap_or(b);
+    let end = window
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(Error::LoaderName("no terminating NUL"))?;
+    let name = window.get(..end).unwrap_or_default();
+    if !name.iter().all(|c| (0x20..0x7f).contains(c)) {
+        return Err(Error::LoaderName("not printable ASCII"));
+    }
+    core::str::from_utf8(name).map_err(|_| Error::LoaderName("not printable ASCII"))
+}
+
+/// Adds one memory map entry to the running total.
+fn count_range(total: &mut (u64, u32), kind: u32, len: u64) -> Result<(), Error> {
+    if kind == MMAP_AVAILABLE {
+        total.0 = total
+            .0
+            .checked_add(len)
+            .ok_or(Error::MemoryMap("lengths overflow 64 bits"))?;
+        total.1 = total.1.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Reads the loader's information at `info` for `protocol`.
+pub fn parse<M: Memory>(protocol: Protocol, info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
+    match protocol {
+        Protocol::Multiboot1 => multiboot1(info, mem),
+        Protocol::Multiboot2 => multiboot2(info, mem),
     }
 }
 
-fn multiboot1(info: usize) -> Result<BootInfo, &'static str> {
-    let b = bytes(info, 88)?;
-    let flags = u32_at(b, 0).unwrap_or(0);
-    let memory_kib = if flags & 1 != 0 {
-        let lower = u64::from(u32_at(b, 4).unwrap_or(0));
-        let upper = u64::from(u32_at(b, 8).unwrap_or(0));
-        Some(lower + upper)
-    } else {
-        None
+fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
+    let b = read_exact(mem, "Multiboot1 information", info, MB1_INFO_LEN)?;
+    let field = |off| le32(b, off).unwrap_or(0);
+    let flags = field(0);
+    let mut out = BootInfo {
+        protocol: Protocol::Multiboot1,
+        loader_name: None,
+        memory: None,
     };
-    let loader_name = if flags & (1 << 9) != 0 {
-        let ptr = u32_at(b, 64).unwrap_or(0) as usize;
-        c_string(bytes(ptr, MAX_STR.min(MAPPED.saturating_sub(ptr)))?)
-    } else {
-        "unnamed loader"
-    };
-    Ok(BootInfo {
-        protocol: "Multiboot1",
-        loader_name,
-        memory_kib,
+    if flags & MB1_FLAG_MEMORY != 0 {
+        out.memory = Some(MemoryTotal::Basic {
+            lower_kib: field(4),
+            upper_kib: field(8),
+        });
+    }
+    if flags & MB1_FLAG_MMAP != 0 {
+        let len = field(44) as usize;
+        if len > MAX_MB1_MMAP {
+            return Err(Error::MemoryMap("longer than 64 KiB"));
+        }
+        let map = read_exact(mem, "Multiboot1 memory map", u64::from(field(48)), len)?;
+        out.memory = Some(mb1_memory_map(map)?);
+    }
+    if flags & MB1_FLAG_LOADER_NAME != 0 {
+        let addr = u64::from(field(64));
+        let b = mem.read(addr, MAX_NAME + 1).ok_or(Error::Unreadable {
+            what: "boot loader name",
+            addr,
+            len: 1,
+        })?;
+        out.loader_name = Some(loader_name(b)?);
+    }
+    Ok(out)
+}
+
+/// Multiboot1 map: entries of `size` (not counting itself) then base,
+/// length, type.
+fn mb1_memory_map(map: &[u8]) -> Result<MemoryTotal, Error> {
+    let mut total = (0, 0);
+    let mut off = 0usize;
+    while off < map.len() {
+        let size = le32(map, off).ok_or(Error::MemoryMap("truncated entry"))? as usize;
+        if size < MB1_MMAP_ENTRY_MIN {
+            return Err(Error::MemoryMap("entry smaller than 20 bytes"));
+        }
+        let entry = off
+            .checked_add(4)
+            .and_then(|start| map.get(start..start.checked_add(size)?))
+            .ok_or(Error::MemoryMap("entry runs past the map"))?;
+        let len = le64(entry, 8).unwrap_or(0);
+        count_range(&mut total, le32(entry, 16).unwrap_or(0), len)?;
+        off += 4 + size;
+    }
+    Ok(MemoryTotal::Map {
+        usable_bytes: total.0,
+        ranges: total.1,
     })
 }
 
-fn multiboot2(info: usize) -> Result<BootInfo, &'static str> {
-    let head = bytes(info, 8)?;
-    let total = u32_at(head, 0).unwrap_or(0) as usize;
-    if !(16..=MAX_INFO).contains(&total) || !info.is_multiple_of(8) {
-        return Err("Multiboot2 information has an implausible size or alignment");
+fn multiboot2<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
+    if !info.is_multiple_of(8) {
+        return Err(Error::Misaligned(info));
     }
-    let b = bytes(info, total)?;
+    let head = read_exact(mem, "Multiboot2 information", info, 8)?;
+    let total_size = le32(head, 0).unwrap_or(0);
+    let total = total_size as usize;
+    if !(16..=MAX_MB2_INFO).contains(&total) {
+        return Err(Error::InfoSize(total_size));
+    }
+    let b = read_exact(mem, "Multiboot2 information", info, total)?;
     let mut out = BootInfo {
-        protocol: "Multiboot2",
-        loader_name: "unnamed loader",
-        memory_kib: None,
+        protocol: Protocol::Multiboot2,
+        loader_name: None,
+        memory: None,
     };
-    let mut off = 8;
+    let mut off = 8usize;
     while off + 8 <= total {
-        let kind = u32_at(b, off).unwrap_or(0);
-        let size = u32_at(b, off + 4).unwrap_or(0) as usize;
-        if size < 8 || off + size > total {
-            return Err("Multiboot2 tag runs past the information structure");
-        }
-        let body = &b[off + 8..off + size];
+        let kind = le32(b, off).unwrap_or(0);
+        let size = le32(b, off + 4).unwrap_or(0);
+        let bad_size = Error::TagSize {
+            offset: off,
+            kind,
+            size,
+        };
+        let body = (size as usize)
+            .checked_sub(8)
+            .and_then(|len| b.get(off + 8..(off + 8).checked_add(len)?))
+            .ok_or(bad_size)?;
         match kind {
-            0 => return Ok(out),
-            2 => out.loader_name = c_string(body),
-            4 => {
-                let lower = u64::from(u32_at(body, 0).ok_or("short memory tag")?);
-                let upper = u64::from(u32_at(body, 4).ok_or("short memory tag")?);
-                out.memory_kib = Some(lower + upper);
+            MB2_TAG_END if size == 8 => return Ok(out),
+            MB2_TAG_END => return Err(bad_size),
+            MB2_TAG_LOADER_NAME => out.loader_name = Some(loader_name(body)?),
+            MB2_TAG_BASIC_MEMINFO => {
+                let short = Error::ShortTag { kind, size };
+                let basic = MemoryTotal::Basic {
+                    lower_kib: le32(body, 0).ok_or(short)?,
+                    upper_kib: le32(body, 4).ok_or(short)?,
+                };
+                // The memory map, wherever it comes, says more.
+                if !matches!(out.memory, Some(MemoryTotal::Map { .. })) {
+                    out.memory = Some(basic);
+                }
             }
+            MB2_TAG_MMAP => out.memory = Some(mb2_memory_map(body, size)?),
             _ => {}
         }
-        off = (off + size + 7) & !7;
+        // Tags start 8-byte aligned; the end of the block bounds this.
+        off = (off + size as usize + 7) & !7;
     }
-    Err("Multiboot2 information has no end tag")
+    Err(Error::NoEndTag)
+}
+
+/// Multiboot2 map tag body: entry_size, entry_version, then whole entries.
+fn mb2_memory_map(body: &[u8], size: u32) -> Result<MemoryTotal, Error> {
+    let short = Error::ShortTag {
+        kind: MB2_TAG_MMAP,
+        size,
+    };
+    let entry_size = le32(body, 0).ok_or(short)? as usize;
+    let entries = body.get(8..).ok_or(short)?;
+    if entry_size < MB2_MMAP_ENTRY_MIN || !entry_size.is_multiple_of(8) {
+        return Err(Error::MemoryMap(
+            "entry size below 24 or not a multiple of 8",
+        ));
+    }
+    let chunks = entries.chunks_exact(entry_size);
+    if !chunks.remainder().is_empty() {
+        return Err(Error::MemoryMap("not a whole number of entries"));
+    }
+    let mut total = (0, 0);
+    for e in chunks {
+        count_range(
+            &mut total,
+            le32(e, 16).unwrap_or(0),
+            le64(e, 8).unwrap_or(0),
+        )?;
+    }
+    Ok(MemoryTotal::Map {
+        usable_bytes: total.0,
+        ranges: total.1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loader memory: `bytes` at physical `base`.
+    struct Fake {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+
+    impl Memory for Fake {
+        fn read(&self, addr: u64, max: usize) -> Option<&[u8]> {
+            let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+            let rest = self.bytes.get(off..)?;
+            if rest.is_empty() {
+                return None;
+            }
+            Some(&rest[..rest.len().min(max)])
+        }
+    }
+
+    const BASE: u64 = 0x9000;
+
+    fn tag(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&(8 + body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        while !out.len().is_multiple_of(8) {
+            out.push(0);
+        }
+    }
+
+    fn mmap_entry(base: u64, len: u64, kind: u32) -> Vec<u8> {
+        let mut e = Vec::new();
+        e.extend_from_slice(&base.to_le_bytes());
+        e.extend_from_slice(&len.to_le_bytes());
+        e.extend_from_slice(&kind.to_le_bytes());
+        e.extend_from_slice(&0u32.to_le_bytes());
+        e
+    }
+
+    /// A block like GRUB's: name, basic meminfo, a 3-entry map, end.
+    fn grub_like() -> Vec<u8> {
+        let mut b = vec![0; 8];
+        tag(&mut b, MB2_TAG_LOADER_NAME, b"GRUB 2.06\0");
+        let mut meminfo = Vec::new();
+        meminfo.extend_from_slice(&639u32.to_le_bytes());
+        meminfo.extend_from_slice(&129_920u32.to_le_bytes());
+        tag(&mut b, MB2_TAG_BASIC_MEMINFO, &meminfo);
+        let mut map = Vec::new();
+        map.extend_from_slice(&24u32.to_le_bytes());
+        map.extend_from_slice(&0u32.to_le_bytes());
+        map.extend(mmap_entry(0, 0x9fc00, 1));
+        map.extend(mmap_entry(0xf0000, 0x10000, 2));
+        map.extend(mmap_entry(0x10_0000, 0x7ee_0000, 1));
+        tag(&mut b, MB2_TAG_MMAP, &map);
+        tag(&mut b, 99, &[1, 2, 3]);
+        tag(&mut b, MB2_TAG_END, &[]);
+        let len = b.len() as u32;
+        b[..4].copy_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    /// What a parse found, owned: (loader name, memory).
+    type Found = (Option<String>, Option<MemoryTotal>);
+
+    fn run(protocol: Protocol, bytes: Vec<u8>) -> Result<Found, Error> {
+        let mem = Fake { base: BASE, bytes };
+        let info = parse(protocol, BASE, &mem)?;
+        assert_eq!(info.protocol, protocol);
+        Ok((info.loader_name.map(String::from), info.memory))
+    }
+
+    fn mb2(bytes: Vec<u8>) -> Result<Found, Error> {
+        run(Protocol::Multiboot2, bytes)
+    }
+
+    #[test]
+    fn magic_names_the_protocol() {
+        assert_eq!(
+            Protocol::from_magic(0x2bad_b002),
+            Some(Protocol::Multiboot1)
+        );
+        assert_eq!(
+            Protocol::from_magic(0x36d7_6289),
+            Some(Protocol::Multiboot2)
+        );
+        assert_eq!(Protocol::from_magic(0), None);
+        assert_eq!(Protocol::from_magic(MB2_HEADER_MAGIC), None);
+    }
+
+    #[test]
+    fn multiboot2_as_grub_gives_it() {
+        let (name, memory) = mb2(grub_like()).unwrap();
+        assert_eq!(name.as_deref(), Some("GRUB 2.06"));
+        assert_eq!(
+            memory,
+            Some(MemoryTotal::Map {
+                usable_bytes: 0x9fc00 + 0x7ee_0000,
+                ranges: 2
+            })
+        );
+        assert_eq!(memory.unwrap().mib(), 127);
+    }
+
+    #[test]
+    fn multiboot2_block_bounds() {
+        assert_eq!(
+            parse(
+                Protocol::Multiboot2,
+                BASE + 4,
+                &Fake {
+                    base: BASE,
+                    bytes: grub_like()
+                }
+            ),
+            Err(Error::Misaligned(BASE + 4))
+        );
+        let mut b = grub_like();
+        b[..4].copy_from_slice(&8u32.to_le_bytes());
+        assert_eq!(mb2(b), Err(Error::InfoSize(8)));
+        let mut b = grub_like();
+        b[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(mb2(b), Err(Error::InfoSize(u32::MAX)));
+        // Claims more than memory holds.
+        let mut b = grub_like();
+        let n = b.len() as u32 + 64;
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        assert!(matches!(mb2(b), Err(Error::Unreadable { .. })));
+        assert!(matches!(
+            parse(
+                Protocol::Multiboot2,
+                0x1000,
+                &Fake {
+                    base: BASE,
+                    bytes: grub_like()
+                }
+            ),
+            Err(Error::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn multiboot2_tag_sizes() {
+        // The name tag (offset 8) claiming 4 bytes, or running past the block.
+        for size in [0u32, 7, 10_000, u32::MAX] {
+            let mut b = grub_like();
+            b[12..16].copy_from_slice(&size.to_le_bytes());
+            assert!(
+                matches!(
+                    mb2(b),
+                    Err(Error::TagSize {
+                        offset: 8,
+                        kind: 2,
+                        ..
+                    })
+                ),
+                "size {size}"
+            );
+        }
+        // Cut before the end tag.
+        let mut b = grub_like();
+        let n = b.len() - 8;
+        b.truncate(n);
+        b[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        assert_eq!(mb2(b), Err(Error::NoEndTag));
+        // An end tag must be 8 bytes.
+        let mut b = vec![24, 0, 0, 0, 0, 0, 0, 0];
+        tag(&mut b, MB2_TAG_END, &[0; 8]);
+        assert!(matches!(mb2(b), Err(Error::TagSize { kind: 0, .. })));
+    }
+
+    #[test]
+    fn multiboot2_names_and_maps() {
+        let with = |kind, body: &[u8]| {
+            let mut b = vec![0; 8];
+            tag(&mut b, kind, body);
+            tag(&mut b, MB2_TAG_END, &[]);
+            let len = b.len() as u32;
+            b[..4].copy_from_slice(&len.to_le_bytes());
+            mb2(b)
+        };
+        assert_eq!(
+            with(MB2_TAG_LOADER_NAME, b"GRUB"),
+            Err(Error::LoaderName("no terminating NUL"))
+        );
+        assert_eq!(
+            with(MB2_TAG_LOADER_NAME, b"\x1b[2J\0"),
+            Err(Error::LoaderName("not printable ASCII"))
+        );
+        assert_eq!(
+            with(MB2_TAG_LOADER_NAME, b"\0").unwrap().0.as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            with(MB2_TAG_BASIC_MEMINFO, &[1, 0, 0, 0]),
+            Err(Error::ShortTag { kind: 4, size: 12 })
+        );
+        for entry_size in [0u32, 20, 28] {
+            let mut body = entry_size.to_le_bytes().to_vec();
+            body.extend_from_slice(&[0; 4]);
+            body.extend(mmap_entry(0, 1 << 20, 1));
+            assert!(matches!(
+                with(MB2_TAG_MMAP, &body),
+                Err(Error::MemoryMap(_))
+            ));
+        }
+        let mut body = 24u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0; 4]);
+        body.extend(mmap_entry(0, u64::MAX, 1));
+        body.extend(mmap_entry(0, 1, 1));
+        assert_eq!(
+            with(MB2_TAG_MMAP, &body),
+            Err(Error::MemoryMap("lengths overflow 64 bits"))
+        );
+        body.truncate(8 + 24 + 12);
+        assert!(matches!(
+            with(MB2_TAG_MMAP, &body),
+            Err(Error::MemoryMap(_))
+        ));
+    }
+
+    /// Every truncation and every single-byte corruption of a good block
+    /// ends in a value, never a panic.
+    #[test]
+    fn multiboot2_corruptions_never_panic() {
+        let good = grub_like();
+        for cut in 0..good.len() {
+            let _ = mb2(good[..cut].to_vec());
+        }
+        for at in 0..good.len() {
+            for v in [0u8, 1, 7, 8, 0x7f, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                let _ = mb2(b);
+            }
+        }
+    }
+
+    /// A Multiboot1 block like QEMU's: info at BASE, name and map after it.
+    fn qemu_like() -> Vec<u8> {
+        let mut b = vec![0u8; 0x100];
+        let flags = MB1_FLAG_MEMORY | MB1_FLAG_MMAP | MB1_FLAG_LOADER_NAME;
+        b[0..4].copy_from_slice(&flags.to_le_bytes());
+        b[4..8].copy_from_slice(&639u32.to_le_bytes());
+        b[8..12].copy_from_slice(&129_920u32.to_le_bytes());
+        let map_at = 0x80u32;
+        let mut map = Vec::new();
+        for (base, len, kind) in [
+            (0u64, 0x9fc00u64, 1u32),
+            (0x10_0000, 0x7ee_0000, 1),
+            (0xfffc_0000, 0x4_0000, 2),
+        ] {
+            map.extend_from_slice(&20u32.to_le_bytes());
+            map.extend_from_slice(&mmap_entry(base, len, kind)[..20]);
+        }
+        b[44..48].copy_from_slice(&(map.len() as u32).to_le_bytes());
+        b[48..52].copy_from_slice(&(BASE as u32 + map_at).to_le_bytes());
+        b[map_at as usize..map_at as usize + map.len()].copy_from_slice(&map);
+        b[64..68].copy_from_slice(&(BASE as u32 + 0xf0).to_le_bytes());
+        b[0xf0..0xf5].copy_from_slice(b"qemu\0");
+        b
+    }
+
+    fn mb1(bytes: Vec<u8>) -> Result<Found, Error> {
+        run(Protocol::Multiboot1, bytes)
+    }
+
+    #[test]
+    fn multiboot1_as_qemu_gives_it() {
+        let (name, memory) = mb1(qemu_like()).unwrap();
+        assert_eq!(name.as_deref(), Some("qemu"));
+        assert_eq!(
+            memory,
+            Some(MemoryTotal::Map {
+                usable_bytes: 0x9fc00 + 0x7ee_0000,
+                ranges: 2
+            })
+        );
+        // Without the map flag, the basic counts.
+        let mut b = qemu_like();
+        b[0] &= !(MB1_FLAG_MMAP as u8);
+        assert_eq!(
+            mb1(b).unwrap().1,
+            Some(MemoryTotal::Basic {
+                lower_kib: 639,
+                upper_kib: 129_920
+            })
+        );
+        // Nothing flagged, nothing read.
+        let mut b = qemu_like();
+        b[..4].fill(0);
+        b[48..52].fill(0xff);
+        b[64..68].fill(0xff);
+        assert_eq!(mb1(b), Ok((None, None)));
+    }
+
+    #[test]
+    fn multiboot1_pointers_and_sizes() {
+        // Name or map outside memory.
+        let mut b = qemu_like();
+        b[64..68].copy_from_slice(&0x10u32.to_le_bytes());
+        assert!(matches!(
+            mb1(b),
+            Err(Error::Unreadable {
+                what: "boot loader name",
+                ..
+            })
+        ));
+        let mut b = qemu_like();
+        b[44..48].copy_from_slice(&0x1000u32.to_le_bytes());
+        assert!(matches!(mb1(b), Err(Error::Unreadable { .. })));
+        let mut b = qemu_like();
+        b[44..48].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(mb1(b), Err(Error::MemoryMap("longer than 64 KiB")));
+        // Entry sizes: too small, running past the map.
+        let mut b = qemu_like();
+        b[0x80..0x84].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(mb1(b), Err(Error::MemoryMap("entry smaller than 20 bytes")));
+        let mut b = qemu_like();
+        b[0x80..0x84].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        assert_eq!(mb1(b), Err(Error::MemoryMap("entry runs past the map")));
+        // A name running to the end of memory without a NUL.
+        let mut b = qemu_like();
+        b[0xf0..].fill(b'q');
+        assert_eq!(mb1(b), Err(Error::LoaderName("no terminating NUL")));
+        // The info block itself cut short.
+        assert!(matches!(
+            mb1(qemu_like()[..40].to_vec()),
+            Err(Error::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn multiboot1_corruptions_never_panic() {
+        let good = qemu_like();
+        for at in 0..good.len() {
+            for v in [0u8, 1, 0x14, 0x7f, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                let _ = mb1(b);
+            }
+        }
+    }
 }

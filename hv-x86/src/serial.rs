@@ -1,55 +1,66 @@
-//! COM1, the 16550 UART at I/O port 0x3f8: the x86 console.
+//! COM1, the 16550 UART the pc profile names as the console (I/O port
+//! 0x3f8): polled output at 115200 8N1, nothing else. It owns COM1's eight
+//! registers and must never wait on the device without a bound.
 
-/// Writes a byte to an I/O port.
-pub fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O to the legacy UART and debug ports this binary owns;
-    // it touches no memory.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
-    };
-}
+use boards::UartKind;
 
-/// Reads a byte from an I/O port.
-pub fn inb(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: as for `outb`; reading the UART's status has no side effect.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
-
-/// The COM1 port.
-pub struct Com1;
+use crate::port;
 
 const BASE: u16 = boards::PC.console.base as u16;
+const _: () = assert!(
+    matches!(boards::PC.console.kind, UartKind::Pio16550) && boards::PC.console.base <= 0xfff8
+);
+
+/// Register offsets.
+const THR: u16 = 0; // transmit holding; divisor low with DLAB
+const IER: u16 = 1; // interrupt enable; divisor high with DLAB
+const FCR: u16 = 2;
+const LCR: u16 = 3;
+const MCR: u16 = 4;
+const LSR: u16 = 5;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+
+fn write(reg: u16, value: u8) {
+    // SAFETY: COM1's registers belong to this driver alone; a UART's
+    // registers move no memory.
+    unsafe { port::outb(BASE + reg, value) }
+}
+
+fn read(reg: u16) -> u8 {
+    // SAFETY: as in `write`; the only register read is LSR, whose read
+    // clears error bits this driver does not use.
+    unsafe { port::inb(BASE + reg) }
+}
+
+/// The COM1 console.
+pub struct Com1;
 
 impl Com1 {
     /// Programs 115200 8N1, FIFOs on, interrupts off.
     pub fn init() -> Self {
-        outb(BASE + 1, 0x00); // no interrupts
-        outb(BASE + 3, 0x80); // DLAB
-        outb(BASE, 0x01); // divisor 1: 115200
-        outb(BASE + 1, 0x00);
-        outb(BASE + 3, 0x03); // 8N1
-        outb(BASE + 2, 0xc7); // FIFOs on, cleared
-        outb(BASE + 4, 0x03); // DTR, RTS
+        write(IER, 0x00);
+        write(LCR, 0x80); // DLAB: the next two are the divisor
+        write(THR, 0x01); // 115200 / 1
+        write(IER, 0x00);
+        write(LCR, 0x03); // 8N1, DLAB off
+        write(FCR, 0xc7); // FIFOs on and cleared
+        write(MCR, 0x03); // DTR, RTS
         Self
     }
 
-    /// The port as it is (for the panic path).
+    /// The port as `init` left it (for the panic path).
     pub fn new() -> Self {
         Self
     }
 
     fn put(&mut self, b: u8) {
-        // Wait (bounded) for the transmit holding register to empty.
+        // Bounded: a missing or wedged UART must not hang the banner.
         for _ in 0..100_000 {
-            if inb(BASE + 5) & 0x20 != 0 {
+            if read(LSR) & LSR_THR_EMPTY != 0 {
                 break;
             }
         }
-        outb(BASE, b);
+        write(THR, b);
     }
 }
 

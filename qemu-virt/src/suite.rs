@@ -11,9 +11,20 @@ use crate::host::workspace_root;
 /// One step's result.
 struct Step {
     name: String,
-    ok: bool,
+    outcome: Outcome,
     secs: f64,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Failed,
+    /// Could not run on this machine (said why); counted apart.
+    Skipped,
+}
+
+/// Returned by a step that cannot run here.
+const SKIP: &str = "SKIPPED";
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -36,13 +47,20 @@ pub fn run_all() -> bool {
     let mut step = |name: String, f: &mut dyn FnMut() -> Result<(), String>| {
         println!("\n=== suite: {name}");
         let t = Instant::now();
-        let r = f();
-        if let Err(e) = &r {
-            println!("=== suite: {name}: FAILED: {e}");
-        }
+        let outcome = match f() {
+            Ok(()) => Outcome::Passed,
+            Err(e) if e.starts_with(SKIP) => {
+                println!("=== suite: {name}: {e}");
+                Outcome::Skipped
+            }
+            Err(e) => {
+                println!("=== suite: {name}: FAILED: {e}");
+                Outcome::Failed
+            }
+        };
         steps.push(Step {
             name,
-            ok: r.is_ok(),
+            outcome,
             secs: t.elapsed().as_secs_f64(),
         });
     };
@@ -133,17 +151,85 @@ pub fn run_all() -> bool {
         ])
     });
 
+    step(
+        "fuzz the device-tree parser (60 s)".into(),
+        &mut fuzz_platform_dt,
+    );
+
     println!("\n=== suite summary");
     for s in &steps {
-        println!(
-            "{:>7.1}s  {}  {}",
-            s.secs,
-            if s.ok { "ok    " } else { "FAILED" },
-            s.name
-        );
+        let tag = match s.outcome {
+            Outcome::Passed => "ok     ",
+            Outcome::Failed => "FAILED ",
+            Outcome::Skipped => "skipped",
+        };
+        println!("{:>7.1}s  {}  {}", s.secs, tag, s.name);
     }
-    let passed = steps.iter().filter(|s| s.ok).count();
-    let failed = steps.len() - passed;
-    println!("suite: {passed} passed, {failed} failed");
+    let count = |o| steps.iter().filter(|s| s.outcome == o).count();
+    let (passed, failed, skipped) = (
+        count(Outcome::Passed),
+        count(Outcome::Failed),
+        count(Outcome::Skipped),
+    );
+    if skipped > 0 {
+        println!("suite: {passed} passed, {failed} failed, {skipped} skipped");
+    } else {
+        println!("suite: {passed} passed, {failed} failed");
+    }
     failed == 0
+}
+
+/// A short libFuzzer run of `common/fuzz`'s `platform_dt` target, seeded
+/// with the real trees the DT tests use. Needs a nightly toolchain (for the
+/// sanitizer flags) and cargo-fuzz, which it installs from crates.io.
+fn fuzz_platform_dt() -> Result<(), String> {
+    let toolchains = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !String::from_utf8_lossy(&toolchains.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        return Err(format!(
+            "{SKIP}: no nightly toolchain on this machine (cargo-fuzz needs one)"
+        ));
+    }
+    let have_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_fuzz {
+        cargo(&["install", "cargo-fuzz", "--locked"])?;
+    }
+    let corpus = crate::host::cache_dir().join("fuzz-corpus-platform-dt");
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    let mut seeds = vec![
+        crate::fixtures::qemu_virt_dtb(4, 1024, "")?,
+        crate::fixtures::qemu_virt_dtb(2, 1024, "iommu=smmuv3")?,
+    ];
+    for (name, _) in crate::fixtures::BOARD_DTBS {
+        seeds.push(crate::fixtures::board_dtb(name)?);
+    }
+    for s in seeds {
+        if let Some(n) = s.file_name() {
+            std::fs::copy(&s, corpus.join(n)).map_err(|e| e.to_string())?;
+        }
+    }
+    let status = Command::new("cargo")
+        .current_dir(workspace_root().join("common/fuzz"))
+        .args(["+nightly", "fuzz", "run", "platform_dt"])
+        .arg(&corpus)
+        .args(["--", "-max_total_time=60", "-max_len=131072"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .status()
+        .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fuzzer found a crash ({status}); see common/fuzz/artifacts"
+        ))
+    }
 }

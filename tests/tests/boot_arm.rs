@@ -231,6 +231,14 @@ fn a_gicv2_board_is_described_then_refused() {
     let out = boot(&cfg);
     let t = out.transcript();
     assert_eq!(out.status, 2, "{t}");
-    assert!(out.console.contains("gic: v2, distributor 0x8000000, cpu interface 0x8010000"), "{t}");
-    assert!(out.console.contains("hv-arm: fatal: this board's GIC is GICv2"), "{t}");
+    assert!(
+        out.console
+            .contains("gic: v2, distributor 0x8000000, cpu interface 0x8010000"),
+        "{t}"
+    );
+    assert!(
+        out.console
+            .contains("hv-arm: fatal: this board's GIC is GICv2"),
+        "{t}"
+    );
 }
