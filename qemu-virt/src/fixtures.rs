@@ -154,6 +154,9 @@ pub fn board_dtb(name: &str) -> Result<PathBuf, String> {
 /// options (e.g. "iommu=smmuv3"), dumped by QEMU and cached.
 pub fn qemu_virt_dtb(cpus: u32, mem_mb: u32, extra_machine_opts: &str) -> Result<PathBuf, String> {
     ensure_qemu_arm()?;
+    // Parallel tests ask for the same tree: one dump at a time in this
+    // process, and a rename into place that tolerates another process.
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let tag = extra_machine_opts.replace([',', '='], "-");
     let dir = cache_dir().join("qemu-dtb");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -186,8 +189,11 @@ pub fn qemu_virt_dtb(cpus: u32, mem_mb: u32, extra_machine_opts: &str) -> Result
         "-display",
         "none",
     ]))?;
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())?;
-    Ok(path)
+    match std::fs::rename(&tmp, &path) {
+        Ok(()) => Ok(path),
+        Err(_) if path.is_file() => Ok(path),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Compiles device-tree source with dtc (for tests that write a tree).

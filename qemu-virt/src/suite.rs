@@ -126,6 +126,13 @@ pub fn run_all() -> bool {
             "warnings",
         ])
     });
+    // hv-x86's Multiboot parser is a library that also builds and is tested
+    // on the host.
+    step("clippy hv-x86 (host library and tests)".into(), &mut || {
+        cargo(&[
+            "clippy", "-p", "hv-x86", "--lib", "--tests", "--", "-D", "warnings",
+        ])
+    });
     for profile in boards::ARM_PROFILES {
         step(format!("flashable Image for {}", profile.name), &mut || {
             let built = crate::image::build_hv_arm(profile.name, false)?;
@@ -149,6 +156,9 @@ pub fn run_all() -> bool {
             "--exclude",
             "hv-x86",
         ])
+    });
+    step("cargo test hv-x86 (host library)".into(), &mut || {
+        cargo(&["test", "-p", "hv-x86", "--lib"])
     });
 
     step(
