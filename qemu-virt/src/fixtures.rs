@@ -12,8 +12,9 @@ use std::sync::Mutex;
 
 use crate::host::{cache_dir, ensure_programs, ensure_qemu_arm};
 
-/// One fetch at a time within a process; across processes the extraction
-/// is made atomic by renaming a finished directory into place.
+/// One fetch at a time within a process; across processes a lock file
+/// serializes the download, and the extraction is made atomic by renaming a
+/// finished directory into place.
 static FETCH: Mutex<()> = Mutex::new(());
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -28,6 +29,25 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     }
 }
 
+/// `program` with `args`, through `sudo -n` when we are not root (the
+/// changes to dpkg's and apt's state need it).
+fn as_root(program: &str, args: &[&str]) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    let mut cmd = if is_root {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    };
+    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    cmd
+}
+
 /// The name of the versioned kernel package `linux-image-arm64` depends on.
 fn arm64_kernel_package() -> Result<String, String> {
     let query = || run(Command::new("apt-cache").args(["depends", "linux-image-arm64:arm64"]));
@@ -40,11 +60,12 @@ fn arm64_kernel_package() -> Result<String, String> {
                 eprintln!(
                     "qemu-virt: adding the arm64 architecture to dpkg to download Debian's arm64 kernel package"
                 );
-                run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+                run(&mut as_root("dpkg", &["--add-architecture", "arm64"]))?;
             }
             // Always refresh here: an earlier update in this process may
             // predate the arm64 architecture.
-            run(Command::new("apt-get").arg("update"))?;
+            eprintln!("qemu-virt: apt-get update, to find linux-image-arm64:arm64");
+            run(&mut as_root("apt-get", &["update"]))?;
             query()?
         }
     };
@@ -60,6 +81,16 @@ fn arm64_kernel_package() -> Result<String, String> {
 pub fn debian_arm64_kernel() -> Result<PathBuf, String> {
     let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let base = cache_dir().join("debian-arm64-kernel");
+    if let Some(found) = existing(&base) {
+        return Ok(found);
+    }
+    // Other test processes may be here too: one downloads while the rest
+    // wait on the lock, then find its result.
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let lock_path = base.join(".lock");
+    let _lock = std::fs::File::create(&lock_path)
+        .and_then(|f| f.lock().map(|()| f))
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     if let Some(found) = existing(&base) {
         return Ok(found);
     }
