@@ -4,7 +4,7 @@
 
 use common::memory::PhysRange;
 use common::platform::{Conduit, EnableMethod, Gic, Platform, UartKind};
-use qemu_virt::fixtures::{board_dtb, dtc, dts_of, qemu_virt_dtb};
+use qemu_virt::fixtures::{board_dtb, debian_arm64_vmlinuz, dtc, dts_of, qemu_virt_dtb};
 
 fn read(path: std::path::PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -32,6 +32,18 @@ fn rpi4_as_firmware_leaves_it() -> Vec<u8> {
     let out = qemu_virt::host::cache_dir().join("rpi4-with-memory.dtb");
     dtc(&patched, &out).unwrap();
     read(out)
+}
+
+/// The package the board trees come from also holds the kernel another
+/// test boots: an arm64 Image ("ARM\x64" at 0x38).
+#[test]
+fn the_same_package_gives_an_arm64_kernel_image() {
+    let image = read(debian_arm64_vmlinuz().unwrap());
+    assert_eq!(image.get(0x38..0x3c), Some(&b"ARM\x64"[..]));
+    for board in ["rpi4", "zcu102", "imx8mp-evk"] {
+        assert!(board_dtb(board).unwrap().is_file());
+    }
+    assert!(board_dtb("no-such-board").is_err());
 }
 
 #[test]
