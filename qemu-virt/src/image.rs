@@ -108,19 +108,27 @@ pub struct Built {
 }
 
 /// Different boards overwrite the same cargo output; hold this across
-/// build + copy.
+/// build + copy (threads of one process; a lock file covers processes).
 static BUILD: Mutex<()> = Mutex::new(());
 
 /// Builds hv-arm for `board` (release) and writes its Image.
 pub fn build_hv_arm(board: &str, text_log: bool) -> Result<Built, String> {
-    if !boards::ARM_PROFILES.iter().any(|p| p.name == board) {
+    let Some(profile) = boards::ARM_PROFILES.iter().find(|p| p.name == board) else {
         let names: Vec<&str> = boards::ARM_PROFILES.iter().map(|p| p.name).collect();
         return Err(format!(
             "unknown board '{board}' (known: {})",
             names.join(", ")
         ));
-    }
+    };
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = target_dir().join("aarch64-unknown-none").join("release");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = dir.join(".hv-arm-build.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    // Released when `lock` is dropped, on every return path.
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let mut features = vec![format!("board-{board}")];
     if text_log {
         features.push("text-log".into());
@@ -134,11 +142,20 @@ pub fn build_hv_arm(board: &str, text_log: bool) -> Result<Built, String> {
     }
     .run()?;
     let suffix = if text_log { "-text" } else { "" };
-    let dir = target_dir().join("aarch64-unknown-none").join("release");
     let kept = dir.join(format!("hv-arm-{board}{suffix}.elf"));
     std::fs::copy(&elf, &kept).map_err(|e| format!("copy {}: {e}", elf.display()))?;
     let image = dir.join(format!("hv-arm-{board}{suffix}.img"));
     let info = elf_to_image(&kept, &image)?;
+    // Boot loaders place the Image at RAM base + text_offset; an image
+    // linked elsewhere would run at the wrong address.
+    if info.load_address != profile.load_address() {
+        return Err(format!(
+            "{} starts at {:#x}, but board {board} loads images at {:#x}",
+            kept.display(),
+            info.load_address,
+            profile.load_address()
+        ));
+    }
     Ok(Built {
         elf: kept,
         image,
