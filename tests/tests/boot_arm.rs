@@ -90,6 +90,22 @@ fn boots_on_four_cpus_under_icount() {
     check_healthy(&out, 4);
 }
 
+/// A `text-log` build prints its log as `(hv)` lines on the console and
+/// nothing over semihosting; the runner hands those lines back as the log.
+#[test]
+fn boots_with_the_text_log() {
+    let built = build_hv_arm("qemu-virt", true).expect("hv-arm builds with text-log");
+    let mut cfg = RunConfig::new(built.image, built.elf);
+    cfg.cpus = 2;
+    cfg.echo = false;
+    cfg.timeout = Duration::from_secs(120);
+    let out = boot(&cfg);
+    check_healthy(&out, 2);
+    let t = out.transcript();
+    assert!(out.console.lines().any(|l| l.starts_with("(hv) ")), "{t}");
+    assert!(out.log.iter().all(|l| l.starts_with("[hv] ")), "{t}");
+}
+
 #[test]
 fn unexpected_exception_reports_esr_far_elr_and_cpu() {
     let mut cfg = config(2);
