@@ -269,10 +269,11 @@ fn report_platform(p: &Platform) {
         ),
     }
     println!(
-        "timer: el2 physical intid {}, virtual intid {}, counter {} Hz",
+        "timer: el2 physical intid {}, virtual intid {}, counter {} Hz{}",
         p.timer.hyp_phys.intid,
         p.timer.virt.intid,
-        time::frequency()
+        time::frequency(),
+        if p.timer.described { "" } else { " (not in the DT: Arm BSA defaults)" }
     );
     match p.uart {
         Some(u) => {
