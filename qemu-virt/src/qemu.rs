@@ -320,6 +320,12 @@ fn boot(
         // A text-log build: its log lines are on the console.
         log.extend(console.lines().filter_map(from_text_log));
     }
+    // QEMU's stderr closes when it exits; wait a little for the last words,
+    // but never for a pipe something else may still hold open.
+    let drain_until = Instant::now() + DRAIN;
+    while !errors.is_finished() && Instant::now() < drain_until {
+        std::thread::sleep(POLL);
+    }
     let qemu_errors = if errors.is_finished() {
         errors.join().unwrap_or_default()
     } else {
