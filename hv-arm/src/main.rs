@@ -273,7 +273,11 @@ fn report_platform(p: &Platform) {
         p.timer.hyp_phys.intid,
         p.timer.virt.intid,
         time::frequency(),
-        if p.timer.described { "" } else { " (not in the DT: Arm BSA defaults)" }
+        if p.timer.described {
+            ""
+        } else {
+            " (not in the DT: Arm BSA defaults)"
+        }
     );
     match p.uart {
         Some(u) => {
