@@ -20,6 +20,10 @@ const NOP: u32 = 4;
 const END: u32 = 9;
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 64;
+/// Longest node or property name accepted (the spec allows 31; Linux trees
+/// use a few more). The bound keeps every name scan and comparison short, so
+/// no blob can make a walk quadratic through long names.
+pub const MAX_NAME: usize = 256;
 /// Most `/memreserve/` entries read.
 const MAX_RESERVATIONS: usize = 256;
 
@@ -40,10 +44,10 @@ fn align4(n: usize) -> Option<usize> {
     n.checked_add(3).map(|v| v & !3)
 }
 
-/// A NUL-terminated string at `off` in `data`.
+/// A NUL-terminated name of at most [`MAX_NAME`] bytes at `off` in `data`.
 fn cstr(data: &[u8], off: usize) -> Option<(&[u8], usize)> {
     let rest = data.get(off..)?;
-    let len = rest.iter().position(|&b| b == 0)?;
+    let len = rest.iter().take(MAX_NAME + 1).position(|&b| b == 0)?;
     Some((&rest[..len], len + 1))
 }
 
@@ -119,6 +123,11 @@ impl<'a> Fdt<'a> {
             return Err("misaligned block");
         }
         let rsvmap = data.get(off_rsv..).ok_or("reservation map out of bounds")?;
+        // Every property name is a suffix of one run of the strings block:
+        // one linear scan bounds them all.
+        if strings.split(|&c| c == 0).any(|name| name.len() > MAX_NAME) {
+            return Err("a property name is longer than 256 bytes");
+        }
         let fdt = Fdt {
             structs,
             strings,

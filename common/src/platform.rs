@@ -11,7 +11,7 @@
 //! nodes it uses can fail the parse: an exotic bus elsewhere (a PCI host with
 //! three address cells, an I2C bus without `ranges`) is walked past. Its
 //! cost is linear in the blob: each node's properties are read in one pass,
-//! property names longer than 256 bytes are refused up front, and the
+//! [`crate::fdt`] refuses names longer than 256 bytes up front, and the
 //! recursion is bounded at 32 levels on small frames. It allocates nothing:
 //! the description has fixed capacities, because it is built before the
 //! hypervisor has a heap.
@@ -250,10 +250,6 @@ pub const MAX_DEPTH: usize = 32;
 const FDT_MAGIC: u32 = 0xd00d_feed;
 /// Size of the FDT header (version 17).
 const FDT_HEADER: usize = 40;
-/// Longest property name accepted (the spec allows 31; Linux trees use a
-/// few more). The bound keeps every name comparison short, so no blob can
-/// make the parse quadratic through long names shared by many properties.
-const MAX_NAME: usize = 256;
 /// Most `reg` entries read from one device or reserved-memory node.
 const MAX_REGS: usize = 16;
 /// Most `ranges` windows of all the buses above one node together.
@@ -1063,24 +1059,6 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Refuses a strings block holding a run longer than [`MAX_NAME`]: every
-/// property name is a suffix of one run. One linear scan; a block out of
-/// bounds is left for [`Fdt::new`] to report.
-fn check_name_lengths(dtb: &[u8]) -> Result<(), DtError<'static>> {
-    let (Some(off), Some(size)) = (be_u32_at(dtb, 12), be_u32_at(dtb, 32)) else {
-        return Ok(());
-    };
-    let block = (off as usize)
-        .checked_add(size as usize)
-        .and_then(|end| dtb.get(off as usize..end));
-    match block {
-        Some(b) if b.split(|&c| c == 0).any(|name| name.len() > MAX_NAME) => Err(
-            DtError::Malformed("a property name is longer than 256 bytes"),
-        ),
-        _ => Ok(()),
-    }
-}
-
 impl<'a> Platform<'a> {
     /// Parses a whole DTB (`dtb` may run past its `totalsize`; the rest is
     /// ignored).
@@ -1089,7 +1067,6 @@ impl<'a> Platform<'a> {
         let dtb = dtb
             .get(..size)
             .ok_or(DtError::Malformed("truncated: shorter than totalsize"))?;
-        check_name_lengths(dtb)?;
         let fdt = Fdt::new(dtb).map_err(DtError::Malformed)?;
         let root = fdt.root();
 
