@@ -159,20 +159,21 @@ pub fn image_range() -> common::memory::PhysRange {
     }
 }
 
-/// True when `[addr, addr+len)` lies inside one window mapped as normal memory.
-pub fn in_normal_window(addr: u64, len: u64) -> bool {
+/// True when `[addr, addr+len)` lies inside one boot-map window mapped with `attr`.
+fn in_window(addr: u64, len: u64, attr: Attr) -> bool {
     let end = addr.saturating_add(len);
     SELECTED
         .windows
         .iter()
-        .any(|w| w.attr == Attr::Normal && w.start() <= addr && end <= w.end())
+        .any(|w| w.attr == attr && w.start() <= addr && end <= w.end())
+}
+
+/// True when `[addr, addr+len)` lies inside one window mapped as normal memory.
+pub fn in_normal_window(addr: u64, len: u64) -> bool {
+    in_window(addr, len, Attr::Normal)
 }
 
 /// True when `[addr, addr+len)` lies inside one window mapped as device memory.
 pub fn in_device_window(addr: u64, len: u64) -> bool {
-    let end = addr.saturating_add(len);
-    SELECTED
-        .windows
-        .iter()
-        .any(|w| w.attr == Attr::Device && w.start() <= addr && end <= w.end())
+    in_window(addr, len, Attr::Device)
 }
