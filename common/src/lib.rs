@@ -13,4 +13,5 @@ extern crate std;
 
 pub mod fdt;
 pub mod memory;
+pub mod modules;
 pub mod platform;

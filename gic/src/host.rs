@@ -197,6 +197,22 @@ impl HostGic {
         Ok(())
     }
 
+    /// Enables a shared interrupt (SPI), routed to the CPU with `mpidr`.
+    pub fn enable_shared(
+        &mut self,
+        intid: IntId,
+        mpidr: u64,
+        level: bool,
+    ) -> Result<(), HostGicError> {
+        let trigger = if level { Trigger::Level } else { Trigger::Edge };
+        self.gic.set_trigger(intid, None, trigger)?;
+        self.gic.set_group(intid, None, Group::Group1NS)?;
+        self.gic.set_interrupt_priority(intid, None, HYP_PRIORITY)?;
+        self.gic.distributor().set_routing(intid, Some(mpidr))?;
+        self.gic.enable_interrupt(intid, None, true)?;
+        Ok(())
+    }
+
     #[cfg(target_arch = "aarch64")]
     /// Acknowledges the highest-priority pending group 1 interrupt.
     pub fn acknowledge() -> Option<IntId> {
@@ -221,6 +237,19 @@ impl HostGic {
         GicCpuInterface::send_sgi(sgi, SgiTarget::All, SgiTargetGroup::CurrentGroup1)?;
         Ok(())
     }
+}
+
+#[cfg(target_arch = "aarch64")]
+/// Sends SGI `sgi` to the one CPU whose affinity is `mpidr` (Aff0 < 16).
+pub fn send_sgi_to(sgi: IntId, mpidr: u64) -> Result<(), HostGicError> {
+    let target = SgiTarget::List {
+        affinity3: (mpidr >> 32) as u8,
+        affinity2: (mpidr >> 16) as u8,
+        affinity1: (mpidr >> 8) as u8,
+        target_list: 1 << (mpidr & 0xf),
+    };
+    GicCpuInterface::send_sgi(sgi, target, SgiTargetGroup::CurrentGroup1)?;
+    Ok(())
 }
 
 #[cfg(test)]

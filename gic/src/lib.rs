@@ -12,5 +12,6 @@
 #![no_std]
 
 pub mod host;
+pub mod vgic;
 
 pub use arm_gic::IntId;

@@ -130,3 +130,55 @@ macro_rules! println {
     () => { $crate::console::print(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
+
+/// Whether guest console lines get a `[hv S.UUUUUU] ` prefix (time since
+/// hypervisor entry), like Xen's `console_timestamps`.
+static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
+/// Set when the last guest byte written ended a line.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+
+/// Turns the guest-console timestamps on or off.
+pub fn set_timestamps(on: bool) {
+    TIMESTAMPS.store(on, Ordering::Relaxed);
+}
+
+/// Writes a byte of guest console output as it is (the guest sends its
+/// own `\r\n`).
+pub fn guest_put(byte: u8) {
+    let mut tx = CONSOLE.lock();
+    if TIMESTAMPS.load(Ordering::Relaxed) && AT_LINE_START.load(Ordering::Relaxed) {
+        let us = crate::time::uptime_us();
+        let _ = write!(tx, "[hv {}.{:06}] ", us / 1_000_000, us % 1_000_000);
+    }
+    AT_LINE_START.store(byte == b'\n', Ordering::Relaxed);
+    tx.put(byte);
+}
+
+/// Console input: unmasks the PL011's receive and receive-timeout
+/// interrupts (the only UART kind with input here).
+pub fn enable_input_irq() {
+    if boards::SELECTED.console.kind != UartKind::Pl011 {
+        return;
+    }
+    let base = CONSOLE_BASE.load(Ordering::SeqCst) as usize;
+    // SAFETY: the console PL011's IMSC register (0x38), device-mapped and
+    // driven only by this module; RXIM (bit 4) and RTIM (bit 6).
+    unsafe { ((base + 0x38) as *mut u32).write_volatile((1 << 4) | (1 << 6)) };
+}
+
+/// Takes one received byte from the console UART, if one is waiting.
+pub fn take_input() -> Option<u8> {
+    if boards::SELECTED.console.kind != UartKind::Pl011 {
+        return None;
+    }
+    let _guard = CONSOLE.lock();
+    let base = CONSOLE_BASE.load(Ordering::SeqCst) as usize;
+    // SAFETY: the console PL011's FR (0x18) and DR (0x00) registers, read
+    // with aligned 32-bit accesses under the console lock.
+    unsafe {
+        if ((base + 0x18) as *const u32).read_volatile() & (1 << 4) != 0 {
+            return None;
+        }
+        Some(((base) as *const u32).read_volatile() as u8)
+    }
+}

@@ -124,9 +124,5 @@ fn secondary_main(slot: CpuSlot) -> ! {
         slot.mpidr
     );
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    irq::start_ticking();
-    arch::irq_enable();
-    loop {
-        arch::wait_for_interrupt();
-    }
+    crate::secondary_work(slot)
 }

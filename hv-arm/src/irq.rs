@@ -105,3 +105,97 @@ fn on_hyp_timer() {
         aarch64_cpu::asm::sev();
     }
 }
+
+/// The SGI one CPU sends another to make it look at its vCPU's state
+/// (leave the guest, or end a WFI).
+pub const KICK_SGI: u32 = 0;
+
+/// Host INTID of the console UART's receive interrupt, once enabled.
+static CONSOLE_INTID: AtomicU32 = AtomicU32::new(0);
+/// Host INTID of the GIC maintenance interrupt.
+static MAINTENANCE_INTID: AtomicU32 = AtomicU32::new(25);
+
+/// The console UART's INTID, if console input is routed to the guest.
+pub fn console_intid() -> Option<u32> {
+    match CONSOLE_INTID.load(Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// The GIC maintenance interrupt's INTID.
+pub fn maintenance_intid() -> Option<u32> {
+    Some(MAINTENANCE_INTID.load(Ordering::Relaxed))
+}
+
+/// Sends the kick SGI to the CPU with `mpidr`.
+pub fn kick(mpidr: u64) {
+    if let Err(e) = gic::host::send_sgi_to(IntId::sgi(KICK_SGI), mpidr) {
+        crate::println!("kick to {:#x} failed: {}", mpidr, e);
+    }
+}
+
+/// Enables, on the calling CPU served by redistributor `frame`, what a CPU
+/// running a vCPU needs: the kick SGI, the maintenance interrupt and the
+/// virtual timer PPI (forwarded to the guest with the HW bit).
+pub fn enable_guest_interrupts(frame: usize, maintenance: u32, vtimer: u32) {
+    MAINTENANCE_INTID.store(maintenance, Ordering::Relaxed);
+    let Some(gic) = GIC.get() else { return };
+    let mut gic = gic.lock();
+    let private = [
+        (IntId::sgi(KICK_SGI), false),
+        (IntId::ppi(maintenance.saturating_sub(16)), true),
+        (IntId::ppi(vtimer.saturating_sub(16)), true),
+    ];
+    for (intid, level) in private {
+        if let Err(e) = gic.enable_private(intid, frame, level) {
+            crate::println!("cannot enable interrupt {}: {}", intid.raw_value(), e);
+        }
+    }
+}
+
+/// Routes the console UART's interrupt to the CPU with `mpidr` and
+/// unmasks its receive interrupts.
+pub fn enable_console_input(intid: u32, mpidr: u64, level: bool) {
+    let Some(gic) = GIC.get() else { return };
+    match gic
+        .lock()
+        .enable_shared(IntId::spi(intid.saturating_sub(32)), mpidr, level)
+    {
+        Ok(()) => {
+            CONSOLE_INTID.store(intid, Ordering::Relaxed);
+            crate::console::enable_input_irq();
+        }
+        Err(e) => crate::println!("console input interrupt {}: {}", intid, e),
+    }
+}
+
+/// Maintenance events per CPU: list registers EOId with the EOI bit, and
+/// underflows (few list registers left valid while more were pending).
+static MAINT_EOI: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static MAINT_UNDERFLOW: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Records one maintenance interrupt: ICH_MISR_EL2 and the number of
+/// ICH_EISR_EL2 bits set.
+pub fn count_maintenance(misr: u64, eois: u32) {
+    let cpu = arch::cpu_id();
+    if let Some(c) = MAINT_EOI.get(cpu) {
+        c.fetch_add(eois, Ordering::Relaxed);
+    }
+    // MISR.U: underflow.
+    if misr & (1 << 1) != 0
+        && let Some(c) = MAINT_UNDERFLOW.get(cpu) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+}
+
+/// This CPU's maintenance counts: (EOI, underflow).
+pub fn maintenance_counts() -> (u32, u32) {
+    let cpu = arch::cpu_id();
+    (
+        MAINT_EOI.get(cpu).map_or(0, |c| c.load(Ordering::Relaxed)),
+        MAINT_UNDERFLOW
+            .get(cpu)
+            .map_or(0, |c| c.load(Ordering::Relaxed)),
+    )
+}

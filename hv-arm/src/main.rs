@@ -17,36 +17,66 @@ mod arch;
 mod boot;
 mod console;
 mod cpus;
+mod domain;
 mod exceptions;
+mod guest_entry;
 mod heap;
 mod irq;
 mod log;
+mod mem;
+mod run;
 mod semihost;
+mod stage2;
+mod sysregs;
 mod time;
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use arrayvec::ArrayVec;
 use boards::{Attr, SELECTED};
 use common::memory::{PhysRange, RangeSet};
+use common::modules::{ModuleKind, Modules};
 use common::platform::{Conduit, Gic, Platform, UartKind as DtUartKind};
 use gic::host::HostGic;
 
 use crate::cpus::CpuSlot;
+use crate::domain::{Domain, DomainConfig};
 
 /// Per-CPU tables are sized by the board's CPU bound.
 pub const MAX_CPUS: usize = SELECTED.max_cpus;
 
 /// Exit status under an emulator when the device tree or board is refused.
-const EXIT_REFUSED: i32 = 2;
+pub const EXIT_REFUSED: i32 = 2;
 /// Exit status after a panic or an unexpected exception.
 const EXIT_FAULT: i32 = 1;
+/// Exit status when the last domain crashed (the hypervisor itself is fine).
+pub const EXIT_DOMAIN_CRASHED: i32 = 3;
+
+/// What the CPUs do once all are up: 0 undecided, then one of these.
+static MODE: AtomicU8 = AtomicU8::new(0);
+const MODE_TICKS: u8 = 1;
+const MODE_GUESTS: u8 = 2;
+/// The domain built from the boot modules.
+static DOMAIN: spin::Once<alloc::boxed::Box<Domain>> = spin::Once::new();
+/// PSCI conduit of the board, for powering off from any CPU.
+static PSCI_SMC: AtomicU8 = AtomicU8::new(0);
+/// Guest interrupts the CPUs enable: maintenance and virtual timer INTIDs.
+static GUEST_INTIDS: spin::Once<(u32, u32)> = spin::Once::new();
+
+/// Guest RAM when `dom0_mem=` does not say.
+const DEFAULT_GUEST_MEM: u64 = 512 << 20;
+/// vCPUs when `dom0_max_vcpus=` does not say (and CPUs allow).
+const DEFAULT_GUEST_VCPUS: usize = 2;
 
 aarch64_rt::entry!(main, 16);
 
 fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     time::mark_entry();
     arch::set_cpu_id(0);
+    guest_entry::install_vectors();
     let boot_mpidr = arch::mpidr();
     println!(
         "hv-arm {} (board {}), entered at EL{} on mpidr {:#x}",
@@ -82,11 +112,38 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     }
     report_platform(&platform);
     selftest(&platform);
+    if matches!(platform.psci.map(|x| x.conduit), Some(Conduit::Smc)) {
+        PSCI_SMC.store(1, Ordering::Relaxed);
+    }
+    let modules = match Modules::from_fdt(dtb_bytes) {
+        Ok(m) => m,
+        Err(e) => fatal(EXIT_REFUSED, format_args!("boot modules: {}", e)),
+    };
+    for m in modules.iter() {
+        println!(
+            "module: {:?} at {:#x}-{:#x} ({} bytes){}",
+            m.kind,
+            m.range.start,
+            m.range.end,
+            m.range.size(),
+            if m.bootargs.is_some() {
+                ", with bootargs"
+            } else {
+                ""
+            }
+        );
+        if !boot::in_normal_window(m.range.start, m.range.size()) {
+            fatal(
+                EXIT_REFUSED,
+                format_args!("boot module /chosen/{} lies outside mapped RAM", m.node),
+            );
+        }
+    }
 
     // Memory: the DT's banks inside the boot map's normal windows, less the
     // image, the DTB and every reservation.
     let dtb_range = PhysRange::from_base_size(dtb, dtb_bytes.len() as u64);
-    let free = usable_memory(&platform, dtb_range);
+    let free = usable_memory(&platform, dtb_range, &modules);
     let added = heap::init(&free);
     println!("heap: {} MiB in {} ranges", added >> 20, free.len());
     info!("heap: {} bytes from {} free ranges", added, free.len());
@@ -173,6 +230,62 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
         slots.len(),
         up_ticks
     );
+
+    let maintenance = match &platform.gic {
+        Gic::V3 { maintenance, .. } | Gic::V2 { maintenance, .. } => {
+            maintenance.map_or(25, |m| m.intid)
+        }
+    };
+    GUEST_INTIDS.call_once(|| (maintenance, platform.timer.virt.intid));
+    if let Some(kernel) = modules.first(ModuleKind::Kernel) {
+        let args = platform.bootargs.unwrap_or("");
+        console::set_timestamps(bootarg(args, "hv.console_timestamps").is_some_and(|v| v != "0"));
+        let mem = bootarg(args, "dom0_mem")
+            .and_then(parse_size)
+            .unwrap_or(DEFAULT_GUEST_MEM);
+        let want = bootarg(args, "dom0_max_vcpus")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_GUEST_VCPUS)
+            .clamp(1, gic::vgic::MAX_VCPUS);
+        let nr = want.min(online);
+        if nr < want {
+            println!(
+                "d1: {} vcpus asked for, {} cpus online: {} vcpus",
+                want, online, nr
+            );
+        }
+        let cfg = DomainConfig {
+            name: String::from("d1"),
+            ram_size: mem,
+            pcpu_mpidrs: slots.iter().take(nr).map(|s| s.mpidr).collect::<Vec<_>>(),
+            kernel: kernel.range,
+            initrd: modules.first(ModuleKind::Ramdisk).map(|m| m.range),
+            bootargs: String::from(kernel.bootargs.unwrap_or("")),
+        };
+        let t0 = time::ticks_since_entry();
+        let dom = match Domain::create(1, cfg) {
+            Ok(d) => DOMAIN.call_once(|| d),
+            Err(e) => fatal(EXIT_REFUSED, format_args!("d1: cannot build: {}", e)),
+        };
+        let t1 = time::ticks_since_entry();
+        println!(
+            "d1: {} MiB, {} vcpus, built in {} us; console follows",
+            mem >> 20,
+            nr,
+            time::ticks_to_us(t1 - t0)
+        );
+        if let Some(uart) = platform.uart.and_then(|u| u.irq) {
+            irq::enable_console_input(uart.intid, boot_mpidr, uart.level);
+        }
+        MODE.store(MODE_GUESTS, Ordering::Release);
+        aarch64_cpu::asm::sev();
+        irq::enable_guest_interrupts(boot_slot.frame, maintenance, platform.timer.virt.intid);
+        dom.start();
+        run::serve(dom, 0);
+    }
+    println!("no guest: no multiboot,kernel module under /chosen");
+    MODE.store(MODE_TICKS, Ordering::Release);
+    aarch64_cpu::asm::sev();
 
     // Every CPU takes its timer ticks; then power off.
     irq::start_ticking();
@@ -373,7 +486,7 @@ fn selftest(p: &Platform) {
     }
 }
 
-fn usable_memory(p: &Platform, dtb: PhysRange) -> RangeSet<32> {
+fn usable_memory(p: &Platform, dtb: PhysRange, modules: &Modules) -> RangeSet<32> {
     let mut windows: RangeSet<8> = RangeSet::new();
     for w in SELECTED.windows.iter().filter(|w| w.attr == Attr::Normal) {
         if windows
@@ -415,6 +528,9 @@ fn usable_memory(p: &Platform, dtb: PhysRange) -> RangeSet<32> {
     for r in p.reserved.iter() {
         carve(*r, "a reservation");
     }
+    for m in modules.iter() {
+        carve(m.range, "a boot module");
+    }
     free
 }
 
@@ -443,13 +559,75 @@ fn cpu_slots(p: &Platform, boot_mpidr: u64, gic: &mut HostGic) -> ArrayVec<CpuSl
     slots
 }
 
-fn power_off(p: &Platform) -> ! {
-    if matches!(p.psci.map(|x| x.conduit), Some(Conduit::Smc)) {
+fn power_off(_p: &Platform) -> ! {
+    machine_off(0)
+}
+
+/// Turns the machine off: under an emulator with semihosting the exit
+/// status says how it ended; otherwise PSCI SYSTEM_OFF.
+fn machine_off(code: i32) -> ! {
+    if code != 0 {
+        semihost::exit(code);
+    }
+    if PSCI_SMC.load(Ordering::Relaxed) != 0 {
         let r = smccc::psci::system_off::<smccc::Smc>();
         println!("PSCI SYSTEM_OFF returned {:?}", r);
     }
-    semihost::exit(0);
+    semihost::exit(code);
     halt()
+}
+
+/// The last domain has gone: nothing is left to run.
+pub fn all_domains_gone(code: i32) -> ! {
+    println!("hv-arm: no domain left running; powering off");
+    info!("all domains gone, exit status {}", code);
+    machine_off(code)
+}
+
+/// What secondary CPUs do once online: take part in the tick check, or
+/// serve the vCPU pinned to them.
+pub fn secondary_work(slot: CpuSlot) -> ! {
+    guest_entry::install_vectors();
+    loop {
+        match MODE.load(Ordering::Acquire) {
+            MODE_TICKS => {
+                irq::start_ticking();
+                arch::irq_enable();
+                loop {
+                    arch::wait_for_interrupt();
+                }
+            }
+            MODE_GUESTS => break,
+            _ => aarch64_cpu::asm::wfe(),
+        }
+    }
+    let dom = DOMAIN.get();
+    if let (Some(dom), Some(&(maintenance, vtimer))) = (dom, GUEST_INTIDS.get())
+        && let Some(v) = dom.vcpus.iter().find(|v| v.pcpu == slot.id) {
+            irq::enable_guest_interrupts(slot.frame, maintenance, vtimer);
+            run::serve(dom, v.id);
+        }
+    // No vCPU here: this CPU idles for good.
+    halt()
+}
+
+/// The value of `key=value` in a command line.
+fn bootarg<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    args.split_whitespace().find_map(|a| {
+        let (k, v) = a.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// "512M", "1G", "65536K" or bytes.
+fn parse_size(v: &str) -> Option<u64> {
+    let (num, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Stops this CPU for good.

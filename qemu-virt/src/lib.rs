@@ -2,10 +2,13 @@
 //! the images under QEMU and decodes the hypervisor's log. The `qemu-virt`
 //! binary and the integration tests in `tests/` are both thin users of it.
 
+pub mod bench;
 pub mod cargo;
 pub mod fixtures;
 pub mod host;
 pub mod image;
+pub mod linux;
 pub mod log;
 pub mod qemu;
 pub mod suite;
+pub mod testguest;

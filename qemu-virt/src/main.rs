@@ -1,32 +1,50 @@
 //! qemu-virt: the host side of the project's two commands.
 //!
-//! `cargo run` builds hv-arm for QEMU virt, boots it and shows its console
-//! and decoded log; `cargo run -- test` runs the whole suite; `cargo run --
-//! build --board NAME` only builds a flashable Image.
+//! `cargo run` builds hv-arm for QEMU virt, boots it with Debian's arm64
+//! Linux as its guest and hands over the guest's shell (`--guest none`: the
+//! hypervisor alone); `cargo run -- test` runs the whole suite; `cargo run
+//! -- build --board NAME` only builds a flashable Image; `cargo run -- bench
+//! linux` measures a guest boot against the same kernel booted directly.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use qemu_virt::image::build_hv_arm;
+use qemu_virt::linux::{self, Mode};
 use qemu_virt::qemu::{ESCAPE_KEYS, RunConfig, run};
 
 const AFTER_HELP: &str = "\
 Without a subcommand, qemu-virt builds hv-arm for QEMU virt (release, Image
-in target/aarch64-unknown-none/release/) and boots it with
-  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max
-      -smp CPUS -m MEMORY -kernel hv-arm-qemu-virt.img
-installing qemu-system-arm and device-tree-compiler with apt-get first if
-they are missing (it says so).
+in target/aarch64-unknown-none/release/) and boots it with Debian's own
+arm64 kernel (linux-image-*-arm64, fetched with apt-get download and cached
+in target/cache/) and a busybox initramfs it builds, as a guest with 2
+vCPUs and 512 MiB:
+  qemu-system-aarch64 -M virt,virtualization=on,gic-version=3
+      -cpu max,pauth-impdef=on -smp 2 -m 2048 -kernel hv-arm-qemu-virt.img
+      -device guest-loader,addr=0x41000000,kernel=Image,bootargs=...
+      -device guest-loader,addr=0x49000000,initrd=initramfs.cpio.gz
+The guest's command line is `console=ttyAMA0 hvtest=MODE` plus --bootargs;
+its /init prints `HVTEST: ...` lines (CPUs, interrupt counts) and then, for
+--hvtest shell (the default when stdin is a terminal), gives you a busybox
+shell on the console: `poweroff -f` or `exit` powers the guest off. Other
+modes: poweroff (the default otherwise), reboot (reboots once, then powers
+off), hostile (a process reads unmapped memory and dies of SIGBUS).
+--guest none boots the hypervisor alone, as before: 4 CPUs, 1 GiB, no
+guest, and it powers off after its CPUs have ticked.
+
+qemu-system-arm and device-tree-compiler are installed with apt-get first
+if they are missing (it says so).
 
 What the output shows:
   plain lines   the console (the board's PL011 UART), on stdout: the banner
                 `hv-arm 0.1.0 (board qemu-virt), entered at EL2 ...`, what the
                 device tree described (memory, cpus, gic, timer, uart, smmu),
-                each CPU coming up, `all N cpus up in ...` (counter time from
-                entry to the last CPU), 10 EL2 timer ticks per CPU, and
-                `powering off`.
+                each CPU coming up, then the guest's console (Linux's boot
+                messages, /init's `HVTEST:` lines, the shell). With --guest
+                none: `all N cpus up in ...` (counter time from entry to the
+                last CPU), 10 EL2 timer ticks per CPU, and `powering off`.
   [hv] lines    the hypervisor's own log, on stderr:
                 `[hv] <seconds since entry> <LEVEL> <message>`: defmt frames
                 sent over semihosting, decoded with the image's ELF. With
@@ -35,9 +53,9 @@ What the output shows:
   [qemu] lines  QEMU's own error messages.
   qemu-virt:    this tool's own lines (installs, timeout, QEMU's status).
 
-Exit status is QEMU's: 0 after hv-arm's PSCI SYSTEM_OFF, 1 after a panic or
-an unexpected exception, 2 when hv-arm rejected the device tree or the
-board, 124 when --timeout stopped it.
+Exit status is QEMU's: 0 after hv-arm's PSCI SYSTEM_OFF (with a guest: after
+the guest's), 1 after a panic or an unexpected exception, 2 when hv-arm
+rejected the device tree or the board, 124 when --timeout stopped it.
 
 Typing: when stdin is a terminal, what you type goes to the console too
 (-serial mon:stdio), Ctrl-c included. Ctrl-a x quits QEMU, Ctrl-a c
@@ -45,16 +63,22 @@ switches between the console and QEMU's monitor, Ctrl-a h lists the other
 Ctrl-a keys. --timeout still applies.
 
 Examples:
-  cargo run                              the demo: 4 CPUs, 1 GiB
-  cargo run -- --cpus 1 --memory 512     another shape of the board
+  cargo run                              the demo: a Linux guest's shell
+  cargo run -- --hvtest poweroff         boot the guest, check, power off
+  cargo run -- --bootargs loglevel=4     more guest kernel parameters
+  cargo run -- --guest none              the hypervisor alone: 4 CPUs, 1 GiB
+  cargo run -- --guest none --cpus 1 --memory 512
   cargo run -- --icount                  repeatable guest time
+  cargo run -- -- -append hv.selftest=fault   the hypervisor's command line
   cargo run -- -- -d guest_errors        extra QEMU arguments after --
   cargo run -- build --board rpi4        build only; last line = Image path
+  cargo run -- bench linux               guest vs. native Linux boot times
   cargo run -- test                      the whole test suite";
 
-/// Builds the hv-arm hypervisor and boots it under QEMU virt (the default),
-/// builds flashable Images for real boards (`build`), or runs the whole test
-/// suite (`test`).
+/// Builds the hv-arm hypervisor and boots it under QEMU virt with a Linux
+/// guest (the default), builds flashable Images for real boards (`build`),
+/// measures a guest boot (`bench linux`), or runs the whole test suite
+/// (`test`).
 #[derive(Parser, Debug)]
 #[command(name = "qemu-virt", version, after_help = AFTER_HELP)]
 struct Cli {
@@ -70,17 +94,33 @@ struct RunArgs {
     /// use `build` and flash the Image).
     #[arg(long, default_value = "qemu-virt", value_name = "NAME")]
     board: String,
-    /// CPUs (-smp).
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    cpus: u32,
-    /// RAM in MiB (-m).
-    #[arg(long, default_value_t = 1024, value_name = "MIB")]
-    memory: u32,
-    /// Seconds before QEMU is stopped (exit status 124).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    timeout: u64,
+    /// What runs on the hypervisor: Debian's arm64 Linux with the runner's
+    /// busybox initramfs, or nothing (the hypervisor ticks and powers off).
+    #[arg(long, value_enum, default_value_t = Guest::Linux, value_name = "GUEST")]
+    guest: Guest,
+    /// What the Linux guest's /init does (kernel parameter hvtest=): shell,
+    /// poweroff, reboot or hostile [default: shell when stdin is a
+    /// terminal, poweroff otherwise].
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    hvtest: Option<Mode>,
+    /// More kernel parameters for the Linux guest, after `console=ttyAMA0
+    /// hvtest=MODE`.
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    bootargs: Option<String>,
+    /// CPUs (-smp) [default: 2 with a Linux guest, 4 without].
+    #[arg(long, value_name = "N")]
+    cpus: Option<u32>,
+    /// RAM in MiB (-m) [default: 2048 with a Linux guest, 1024 without].
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
+    /// Seconds before QEMU is stopped (exit status 124), 0 for no limit
+    /// [default: 60 without a guest, 300 with one, no limit for an
+    /// interactive guest shell].
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
     /// Repeatable guest time: -icount shift=0,sleep=off (one virtual ns per
-    /// instruction), dtb-randomness=off and an RTC on the VM clock.
+    /// instruction), dtb-randomness=off, an RTC on the VM clock and -seed 1
+    /// (the guest's random numbers).
     #[arg(long)]
     icount: bool,
     /// Build with the text log: hv-arm's log as plain `(hv)` lines on the
@@ -93,6 +133,26 @@ struct RunArgs {
     /// Extra QEMU arguments, after `--` (appended last).
     #[arg(last = true, value_name = "QEMU ARGS")]
     qemu_args: Vec<String>,
+}
+
+/// What runs on the hypervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Guest {
+    /// Debian's arm64 kernel with the busybox initramfs.
+    Linux,
+    /// No guest: the hypervisor alone.
+    None,
+}
+
+/// What `bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BenchWhat {
+    /// A Linux boot as hv-arm's guest against the same kernel booted directly.
+    Linux,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,12 +176,33 @@ enum Cmd {
     /// emulators if missing; rustfmt; clippy on the host crates, on hv-arm
     /// for every board (and with text-log) and on hv-x86; every board's
     /// flashable Image, with its size; `cargo test` over the workspace (unit
-    /// tests, device-tree tests over real board trees, QEMU boot tests); a
-    /// short fuzz pass over the device-tree parser when a nightly toolchain
-    /// is present (skipped otherwise, and said so). Every step runs even
-    /// after a failure; the last line is `suite: N passed, M failed` and the
-    /// status is non-zero when a step failed.
+    /// tests, device-tree tests over real board trees, QEMU boot tests,
+    /// Debian's Linux as hv-arm's guest and booted directly); a short fuzz
+    /// pass over the device-tree parser when a nightly toolchain is present
+    /// (skipped otherwise, and said so). Every step runs even after a
+    /// failure; the last line is `suite: N passed, M failed` and the status
+    /// is non-zero when a step failed.
     Test,
+    /// Measure: `bench linux` boots Debian's kernel natively and as hv-arm's
+    /// guest, under -icount, and prints a table of boot times.
+    ///
+    /// Both runs use -icount shift=0,sleep=off, dtb-randomness=off, an RTC
+    /// on the VM clock and -seed 1 (guest time repeats exactly; one virtual
+    /// ns is one instruction), 2 CPUs, and the guest command line `console=ttyAMA0
+    /// hvtest=poweroff hvbench quiet`. The table gives, per run, the printk
+    /// times of "Run /init as init process" and of /init's marker, and for
+    /// the guest the hypervisor's times from entry to the first guest
+    /// instruction and to the marker line (hv-arm runs with
+    /// hv.console_timestamps=1), in µs and instructions, with guest/native
+    /// ratios. Missing figures print n/a.
+    Bench {
+        /// What to measure.
+        #[arg(value_enum)]
+        what: BenchWhat,
+        /// Show both runs' consoles and logs as they run.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,6 +216,17 @@ fn main() -> ExitCode {
             }
         }
         Some(Cmd::Build { board, text_log }) => build(&board, text_log),
+        Some(Cmd::Bench {
+            what: BenchWhat::Linux,
+            verbose,
+        }) => match qemu_virt::bench::linux(verbose) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("qemu-virt: bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
         None => boot(cli.run),
     }
 }
@@ -162,6 +254,9 @@ fn build(board: &str, text_log: bool) -> ExitCode {
     }
 }
 
+/// "No limit" for an interactive session: a week.
+const NO_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn boot(args: RunArgs) -> ExitCode {
     if args.board != "qemu-virt" {
         eprintln!(
@@ -178,24 +273,73 @@ fn boot(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut cfg = RunConfig::new(built.image, built.elf);
-    cfg.cpus = args.cpus;
-    cfg.memory_mb = args.memory;
-    cfg.timeout = Duration::from_secs(args.timeout);
+    let interactive = std::io::stdin().is_terminal();
+    let mut cfg = match args.guest {
+        Guest::None => {
+            let mut cfg = RunConfig::new(built.image, built.elf);
+            cfg.timeout = Duration::from_secs(60);
+            cfg
+        }
+        Guest::Linux => {
+            let mode = args.hvtest.unwrap_or(if interactive {
+                Mode::Shell
+            } else {
+                Mode::Poweroff
+            });
+            let files = match linux::files() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("qemu-virt: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let bootargs = linux::bootargs(mode, args.bootargs.as_deref().unwrap_or(""));
+            eprintln!(
+                "qemu-virt: guest: {} + {}, command line \"{bootargs}\"",
+                files.kernel.display(),
+                files.initrd.display()
+            );
+            let mut cfg = linux::guest_config(&built, &files, &bootargs);
+            cfg.timeout = if mode == Mode::Shell && interactive {
+                NO_LIMIT
+            } else {
+                Duration::from_secs(300)
+            };
+            cfg
+        }
+    };
+    if args.guest == Guest::None && (args.hvtest.is_some() || args.bootargs.is_some()) {
+        eprintln!("qemu-virt: --hvtest and --bootargs need a guest (--guest linux)");
+        return ExitCode::FAILURE;
+    }
+    if let Some(cpus) = args.cpus {
+        cfg.cpus = cpus;
+    }
+    if let Some(memory) = args.memory {
+        cfg.memory_mb = memory;
+    }
+    match args.timeout {
+        Some(0) => cfg.timeout = NO_LIMIT,
+        Some(secs) => cfg.timeout = Duration::from_secs(secs),
+        None => {}
+    }
     cfg.icount = args.icount;
     cfg.machine_opts = args
         .machine
         .map(|m| m.split(',').map(String::from).collect())
         .unwrap_or_default();
     cfg.extra_args = args.qemu_args;
-    cfg.interactive = std::io::stdin().is_terminal();
+    cfg.interactive = interactive;
     if cfg.interactive {
         eprintln!("qemu-virt: typing goes to the console; {ESCAPE_KEYS}");
     }
     match run(&cfg) {
         Ok(out) => {
             if out.timed_out {
-                eprintln!("qemu-virt: stopped after {} s (--timeout)", args.timeout);
+                eprintln!(
+                    "qemu-virt: stopped after {} s (--timeout)",
+                    cfg.timeout.as_secs()
+                );
             }
             eprintln!("qemu-virt: QEMU exited with status {}", out.status);
             ExitCode::from(u8::try_from(out.status).unwrap_or(1))
@@ -229,8 +373,10 @@ mod tests {
             "guest_errors",
         ]);
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.cpus, 1);
+        assert_eq!(cli.run.cpus, Some(1));
         assert!(cli.run.icount);
+        assert_eq!(cli.run.guest, Guest::Linux);
+        assert_eq!(cli.run.hvtest, None);
         assert_eq!(cli.run.qemu_args, ["-d", "guest_errors"]);
         let cli = Cli::parse_from(["qemu-virt", "build", "--board", "rpi4"]);
         assert!(
@@ -239,9 +385,45 @@ mod tests {
     }
 
     #[test]
+    fn parses_guest_options_and_bench() {
+        let cli = Cli::parse_from([
+            "qemu-virt",
+            "--guest",
+            "none",
+            "--hvtest",
+            "reboot",
+            "--bootargs",
+            "loglevel=4 x=a,b",
+        ]);
+        assert_eq!(cli.run.guest, Guest::None);
+        assert_eq!(cli.run.hvtest, Some(Mode::Reboot));
+        assert_eq!(cli.run.bootargs.as_deref(), Some("loglevel=4 x=a,b"));
+        assert!(Cli::try_parse_from(["qemu-virt", "--hvtest", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["qemu-virt", "--guest", "xen"]).is_err());
+        let cli = Cli::parse_from(["qemu-virt", "bench", "linux"]);
+        assert!(matches!(
+            cli.command,
+            Some(Cmd::Bench {
+                what: BenchWhat::Linux,
+                verbose: false
+            })
+        ));
+        assert!(Cli::try_parse_from(["qemu-virt", "bench"]).is_err());
+    }
+
+    #[test]
     fn help_explains_the_output_and_the_escape_key() {
         let help = Cli::command().render_long_help().to_string();
-        for s in ["[hv] lines", "Exit status", "Ctrl-a x", "build", "test"] {
+        for s in [
+            "[hv] lines",
+            "Exit status",
+            "Ctrl-a x",
+            "build",
+            "test",
+            "bench",
+            "--guest none",
+            "hvtest",
+        ] {
             assert!(help.contains(s), "{s} missing from --help");
         }
     }

@@ -6,6 +6,9 @@
 //! with the ELF's defmt table; decoded lines go to stderr as `[hv]` lines
 //! and are kept too. Owns the QEMU process: none is left running when
 //! [`run`] returns, whatever happened.
+//!
+//! Also owns the board's memory map as the runner uses it: where QEMU puts
+//! its device tree and where guest boot modules go ([`BootModule`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -35,12 +38,73 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How long the console pipe may stay open after QEMU exited.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// First byte of RAM on QEMU virt.
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// Where the guest's kernel is put for the hypervisor (a guest-loader
+/// module): above hv-arm's image (0x4020_0000) and below QEMU's DTB.
+pub const GUEST_KERNEL_ADDR: u64 = 0x4100_0000;
+/// Where the guest's initramfs is put: above QEMU's DTB.
+pub const GUEST_INITRD_ADDR: u64 = 0x4900_0000;
+/// Room kept for QEMU's device tree (QEMU virt's is well under 1 MiB).
+const DTB_ROOM: u64 = 2 << 20;
+
+/// Where QEMU virt puts its device tree for `memory_mb` of RAM: RAM base +
+/// min(RAM / 2, 128 MiB), i.e. 0x4800_0000 from 256 MiB up.
+pub fn dtb_address(memory_mb: u32) -> u64 {
+    RAM_BASE + (u64::from(memory_mb) << 19).min(128 << 20)
+}
+
+/// What a boot module is to the hypervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// A guest kernel with its command line (`multiboot,kernel`).
+    Kernel {
+        /// The guest's command line (the node's `bootargs`).
+        bootargs: String,
+    },
+    /// A guest initramfs (`multiboot,ramdisk`).
+    Ramdisk,
+}
+
+/// A file QEMU copies into RAM for the hypervisor: rendered as a
+/// `-device guest-loader`, which also adds a `/chosen/module@ADDR` node
+/// (compatible "multiboot,kernel" or "multiboot,ramdisk", plus
+/// "multiboot,module"), the boot protocol Xen's dom0 uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    /// Physical address of its first byte.
+    pub addr: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// Kernel (with bootargs) or ramdisk.
+    pub kind: ModuleKind,
+}
+
+impl BootModule {
+    /// The `-device` argument's value.
+    pub fn device(&self) -> String {
+        // QEMU splits device options at commas; a comma in a value is
+        // written twice.
+        let esc = |s: &str| s.replace(',', ",,");
+        let path = esc(&self.path.to_string_lossy());
+        match &self.kind {
+            ModuleKind::Kernel { bootargs } => format!(
+                "guest-loader,addr={:#x},kernel={path},bootargs={}",
+                self.addr,
+                esc(bootargs)
+            ),
+            ModuleKind::Ramdisk => format!("guest-loader,addr={:#x},initrd={path}", self.addr),
+        }
+    }
+}
+
 /// One boot.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     /// The flashable Image (`-kernel`).
     pub image: PathBuf,
-    /// Its ELF (for the log decoder).
+    /// Its ELF (for the log decoder). Empty when `image` is not a
+    /// hypervisor (a Linux kernel booted directly): no log is decoded.
     pub elf: PathBuf,
     /// CPUs (`-smp`).
     pub cpus: u32,
@@ -49,7 +113,8 @@ pub struct RunConfig {
     /// Wall-clock limit; QEMU is stopped after it and the status is [`TIMED_OUT`].
     pub timeout: Duration,
     /// Repeatable guest time: `-icount shift=0,sleep=off`, no DTB randomness,
-    /// a VM-clock RTC.
+    /// a VM-clock RTC, and a fixed seed for the guest's random numbers
+    /// (`-seed 1`: RNDR of `-cpu max`).
     pub icount: bool,
     /// Extra `-M` options (e.g. `iommu=smmuv3`).
     pub machine_opts: Vec<String>,
@@ -63,7 +128,24 @@ pub struct RunConfig {
     /// [`ESCAPE_KEYS`]); QEMU then stays in our process group so it may
     /// read the terminal.
     pub interactive: bool,
+    /// The CPU model and its options (`-cpu`); `max` by default. Linux
+    /// guests want `max,pauth-impdef=on` ([`CPU_FOR_LINUX`]).
+    pub cpu: String,
+    /// EL2 present (`virtualization=on`); off to boot a kernel directly.
+    pub virtualization: bool,
+    /// The command line of `image` (`-append`, the DTB's
+    /// /chosen/bootargs): the hypervisor's own, or the kernel's.
+    pub append: Option<String>,
+    /// An initramfs for `image` itself (`-initrd`; a kernel booted directly).
+    pub initrd: Option<PathBuf>,
+    /// Files for the hypervisor's guests (guest-loader devices).
+    pub modules: Vec<BootModule>,
 }
+
+/// `-cpu` for Linux: everything `max` has, but pointer authentication with
+/// QEMU's cheap implementation-defined algorithm (the architected one makes
+/// a Linux boot 5x slower under TCG).
+pub const CPU_FOR_LINUX: &str = "max,pauth-impdef=on";
 
 impl RunConfig {
     /// Defaults for an image: 4 CPUs, 1 GiB, 60 s, echo on, not interactive.
@@ -80,13 +162,79 @@ impl RunConfig {
             echo: true,
             semihosting: true,
             interactive: false,
+            cpu: "max".into(),
+            virtualization: true,
+            append: None,
+            initrd: None,
+            modules: Vec::new(),
         }
+    }
+
+    /// A Linux `kernel` (raw arm64 Image) booted by QEMU directly, without
+    /// EL2 and without a hypervisor: 2 CPUs, 512 MiB, no semihosting,
+    /// [`CPU_FOR_LINUX`].
+    pub fn kernel_alone(kernel: PathBuf) -> Self {
+        let mut c = Self::new(kernel, PathBuf::new());
+        c.cpus = 2;
+        c.memory_mb = 512;
+        c.semihosting = false;
+        c.virtualization = false;
+        c.cpu = CPU_FOR_LINUX.into();
+        c
+    }
+
+    /// True when a hypervisor runs (there is an ELF with its log table).
+    pub fn has_hypervisor(&self) -> bool {
+        !self.elf.as_os_str().is_empty()
+    }
+
+    /// Checks that the boot modules fit the board: inside RAM, clear of
+    /// the hypervisor's image (its arm64 header's `image_size`, bss
+    /// included), of QEMU's device tree and of each other.
+    pub fn check_layout(&self) -> Result<(), String> {
+        let ram_end = RAM_BASE + (u64::from(self.memory_mb) << 20);
+        let mut taken: Vec<(u64, u64, String)> = Vec::new();
+        if !self.modules.is_empty() {
+            let load = boards::by_name("qemu-virt")
+                .map(|p| p.load_address())
+                .unwrap_or(RAM_BASE + (2 << 20));
+            taken.push((
+                load,
+                load + image_footprint(&self.image)?,
+                format!("the hypervisor ({})", self.image.display()),
+            ));
+            let dtb = dtb_address(self.memory_mb);
+            taken.push((dtb, dtb + DTB_ROOM, "QEMU's device tree".into()));
+        }
+        for m in &self.modules {
+            let size = std::fs::metadata(&m.path)
+                .map_err(|e| format!("{}: {e}", m.path.display()))?
+                .len();
+            let (start, end) = (m.addr, m.addr.saturating_add(size));
+            let what = format!("module {} at {start:#x}", m.path.display());
+            if start < RAM_BASE || end > ram_end {
+                return Err(format!(
+                    "{what} ({size} bytes) does not fit in RAM {RAM_BASE:#x}-{ram_end:#x}"
+                ));
+            }
+            if let Some((s, e, other)) = taken.iter().find(|(s, e, _)| start < *e && *s < end) {
+                return Err(format!(
+                    "{what} ({size} bytes, up to {end:#x}) overlaps {other} at {s:#x}-{e:#x}"
+                ));
+            }
+            taken.push((start, end, what));
+        }
+        Ok(())
     }
 
     /// The QEMU command line (without the program name); the hypervisor log
     /// goes to `log_file`.
     pub fn args(&self, log_file: &Path) -> Vec<String> {
-        let mut machine = String::from("virt,virtualization=on,gic-version=3");
+        let mut machine = String::from(if self.virtualization {
+            "virt,virtualization=on,gic-version=3"
+        } else {
+            "virt,gic-version=3"
+        });
         if self.icount {
             machine.push_str(",dtb-randomness=off");
         }
@@ -103,7 +251,7 @@ impl RunConfig {
             "-M",
             &machine,
             "-cpu",
-            "max",
+            &self.cpu,
             "-smp",
             &self.cpus.to_string(),
             "-m",
@@ -121,6 +269,15 @@ impl RunConfig {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(initrd) = &self.initrd {
+            a.extend(["-initrd".into(), initrd.to_string_lossy().into_owned()]);
+        }
+        if let Some(append) = &self.append {
+            a.extend(["-append".into(), append.clone()]);
+        }
+        for m in &self.modules {
+            a.extend(["-device".into(), m.device()]);
+        }
         if self.semihosting {
             a.extend([
                 "-semihosting-config".into(),
@@ -141,6 +298,10 @@ impl RunConfig {
                     "shift=0,sleep=off",
                     "-rtc",
                     "base=2024-01-01T00:00:00,clock=vm",
+                    // `-cpu max` has FEAT_RNG: RNDR draws from the host
+                    // unless seeded, and Linux's boot path depends on it.
+                    "-seed",
+                    "1",
                 ]
                 .map(String::from),
             );
@@ -181,11 +342,31 @@ impl RunOutcome {
 
 static RUN_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// Bytes an image occupies once loaded: its arm64 header's `image_size`
+/// (file, bss and stacks) when larger than the file.
+fn image_footprint(image: &Path) -> Result<u64, String> {
+    let data = std::fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let header = if crate::fixtures::is_arm64_image(&data) {
+        data.get(16..24)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(header.max(data.len() as u64))
+}
+
 /// Boots `cfg` and waits for QEMU to exit or the timeout.
 pub fn run(cfg: &RunConfig) -> Result<RunOutcome, String> {
     crate::host::ensure_qemu_arm()?;
-    let elf = std::fs::read(&cfg.elf).map_err(|e| format!("{}: {e}", cfg.elf.display()))?;
-    let mut decoder = LogDecoder::for_elf(&elf)?;
+    cfg.check_layout()?;
+    let mut decoder = if cfg.has_hypervisor() {
+        let elf = std::fs::read(&cfg.elf).map_err(|e| format!("{}: {e}", cfg.elf.display()))?;
+        Some(LogDecoder::for_elf(&elf)?)
+    } else {
+        None
+    };
     let dir = crate::host::target_dir().join("qemu-runs");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let log_path = dir.join(format!(
@@ -212,7 +393,7 @@ fn boot(
     cfg: &RunConfig,
     log_path: &Path,
     log_file: &mut File,
-    decoder: &mut LogDecoder,
+    decoder: &mut Option<LogDecoder>,
 ) -> Result<RunOutcome, String> {
     let mut cmd = Command::new("qemu-system-aarch64");
     cmd.args(cfg.args(log_path))
@@ -267,18 +448,22 @@ fn boot(
         screen.console(&bytes);
         console.extend_from_slice(&bytes);
     };
-    let mut tail_log = |screen: &mut Screen, log: &mut Vec<String>| {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = log_file.read(&mut buf) {
-            if n == 0 {
-                break;
+    let mut tail_log =
+        |decoder: &mut Option<LogDecoder>, screen: &mut Screen, log: &mut Vec<String>| {
+            let Some(decoder) = decoder else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = log_file.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for line in decoder.feed(&buf[..n]) {
+                    screen.log(&line);
+                    log.push(line);
+                }
             }
-            for line in decoder.feed(&buf[..n]) {
-                screen.log(&line);
-                log.push(line);
-            }
-        }
-    };
+        };
 
     let deadline = Instant::now() + cfg.timeout;
     let mut timed_out = false;
@@ -292,7 +477,7 @@ fn boot(
                 std::thread::sleep(POLL);
             }
         }
-        tail_log(&mut screen, &mut log);
+        tail_log(decoder, &mut screen, &mut log);
         screen.tick();
         qemu.poll()?;
         if qemu.status.is_none() && Instant::now() > deadline {
@@ -308,15 +493,15 @@ fn boot(
             Err(_) => pipe_open = false,
         }
     }
-    tail_log(&mut screen, &mut log);
-    if let Some(line) = decoder.finish() {
+    tail_log(decoder, &mut screen, &mut log);
+    if let Some(line) = decoder.as_mut().and_then(LogDecoder::finish) {
         screen.log(&line);
         log.push(line);
     }
     screen.finish();
 
     let mut console = String::from_utf8_lossy(&console).into_owned();
-    if !decoder.is_defmt() {
+    if decoder.as_ref().is_some_and(|d| !d.is_defmt()) {
         // A text-log build: its log lines are on the console.
         log.extend(console.lines().filter_map(from_text_log));
     }
@@ -554,9 +739,121 @@ mod tests {
         ));
         assert!(a.contains(" -smp 1 "));
         assert!(a.contains(" -serial mon:stdio "));
-        assert!(a.contains(" -icount shift=0,sleep=off -rtc base=2024-01-01T00:00:00,clock=vm"));
+        assert!(
+            a.contains(" -icount shift=0,sleep=off -rtc base=2024-01-01T00:00:00,clock=vm -seed 1")
+        );
         assert!(!a.contains("semihosting"));
         assert!(a.ends_with(" -append x"));
+    }
+
+    #[test]
+    fn guest_modules_become_guest_loader_devices() {
+        let mut c = cfg();
+        c.cpus = 2;
+        c.memory_mb = 2048;
+        c.cpu = CPU_FOR_LINUX.into();
+        c.append = Some("hv.console_timestamps=1".into());
+        c.modules = vec![
+            BootModule {
+                addr: GUEST_KERNEL_ADDR,
+                path: "/k/Image".into(),
+                kind: ModuleKind::Kernel {
+                    bootargs: "console=ttyAMA0 hvtest=poweroff x=a,b".into(),
+                },
+            },
+            BootModule {
+                addr: GUEST_INITRD_ADDR,
+                path: "/k/init,rd.gz".into(),
+                kind: ModuleKind::Ramdisk,
+            },
+        ];
+        let a = c.args(Path::new("/t/l"));
+        let joined = a.join(" ");
+        assert!(joined.contains(" -cpu max,pauth-impdef=on -smp 2 -m 2048 "));
+        assert!(joined.contains(" -kernel /i/hv.img -append hv.console_timestamps=1 "));
+        // One argument each, spaces and all; commas doubled.
+        assert!(a.iter().any(|x| x
+            == "guest-loader,addr=0x41000000,kernel=/k/Image,\
+                bootargs=console=ttyAMA0 hvtest=poweroff x=a,,b"));
+        assert!(
+            a.iter()
+                .any(|x| x == "guest-loader,addr=0x49000000,initrd=/k/init,,rd.gz")
+        );
+        assert!(a.iter().filter(|x| *x == "-device").count() == 2);
+    }
+
+    #[test]
+    fn a_kernel_alone_has_no_el2_no_semihosting_and_its_initrd() {
+        let mut c = RunConfig::kernel_alone("/k/Image".into());
+        c.initrd = Some("/k/initrd".into());
+        c.append = Some("console=ttyAMA0".into());
+        c.icount = true;
+        assert!(!c.has_hypervisor());
+        let a = joined(&c);
+        assert!(
+            a.starts_with(
+                "-M virt,gic-version=3,dtb-randomness=off -cpu max,pauth-impdef=on -smp 2 -m 512 "
+            ),
+            "{a}"
+        );
+        assert!(a.contains(" -kernel /k/Image -initrd /k/initrd -append console=ttyAMA0 "));
+        assert!(!a.contains("semihosting") && !a.contains("guest-loader"));
+    }
+
+    #[test]
+    fn dtb_address_follows_qemu() {
+        assert_eq!(dtb_address(2048), 0x4800_0000);
+        assert_eq!(dtb_address(256), 0x4800_0000);
+        assert_eq!(dtb_address(128), 0x4400_0000);
+    }
+
+    #[test]
+    fn module_layout_is_checked() {
+        let dir = crate::host::cache_dir().join(format!("layout-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A hypervisor Image claiming 1 MiB in memory.
+        let mut hv = vec![0u8; 4096];
+        hv[16..24].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        hv[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        let hv_path = dir.join("hv.img");
+        std::fs::write(&hv_path, &hv).unwrap();
+        let file = |name: &str, len: usize| {
+            let p = dir.join(name);
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+            p
+        };
+        let mut c = RunConfig::new(hv_path, "/i/hv.elf".into());
+        c.memory_mb = 2048;
+        let kernel = |path: PathBuf, addr: u64| BootModule {
+            addr,
+            path,
+            kind: ModuleKind::Kernel {
+                bootargs: String::new(),
+            },
+        };
+        c.modules = vec![
+            kernel(file("k", 4096), GUEST_KERNEL_ADDR),
+            BootModule {
+                addr: GUEST_INITRD_ADDR,
+                path: file("r", 4096),
+                kind: ModuleKind::Ramdisk,
+            },
+        ];
+        c.check_layout().unwrap();
+        // Running into QEMU's DTB at 0x4800_0000.
+        c.modules[0] = kernel(file("big", 0x700_0001), GUEST_KERNEL_ADDR);
+        let e = c.check_layout().unwrap_err();
+        assert!(e.contains("QEMU's device tree"), "{e}");
+        // Onto the hypervisor's bss.
+        c.modules[0] = kernel(file("k", 4096), 0x4020_8000);
+        let e = c.check_layout().unwrap_err();
+        assert!(e.contains("the hypervisor"), "{e}");
+        // Past the end of RAM.
+        c.memory_mb = 128;
+        c.modules[0] = kernel(file("k", 4096), GUEST_KERNEL_ADDR);
+        let e = c.check_layout().unwrap_err();
+        assert!(e.contains("does not fit in RAM"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub fn run_all() -> bool {
             "hv-arm",
             "--exclude",
             "hv-x86",
+            "--exclude",
+            "testguest",
             "--all-targets",
             "--",
             "-D",
@@ -126,6 +128,33 @@ pub fn run_all() -> bool {
             "warnings",
         ])
     });
+    for features in ["", "bare-qemu"] {
+        step(
+            format!(
+                "clippy testguest ({})",
+                if features.is_empty() {
+                    "default"
+                } else {
+                    features
+                }
+            ),
+            &mut || {
+                let mut args = vec![
+                    "clippy",
+                    "-p",
+                    "testguest",
+                    "--target",
+                    "aarch64-unknown-none",
+                    "--release",
+                ];
+                if !features.is_empty() {
+                    args.extend(["--features", features]);
+                }
+                args.extend(["--", "-D", "warnings"]);
+                cargo(&args)
+            },
+        );
+    }
     // hv-x86's Multiboot parser is a library that also builds and is tested
     // on the host.
     step("clippy hv-x86 (host library and tests)".into(), &mut || {
@@ -147,16 +176,21 @@ pub fn run_all() -> bool {
             Ok(())
         });
     }
-    step("cargo test (unit, DT and boot tests)".into(), &mut || {
-        cargo(&[
-            "test",
-            "--workspace",
-            "--exclude",
-            "hv-arm",
-            "--exclude",
-            "hv-x86",
-        ])
-    });
+    step(
+        "cargo test (unit, DT, boot and Linux-guest tests)".into(),
+        &mut || {
+            cargo(&[
+                "test",
+                "--workspace",
+                "--exclude",
+                "hv-arm",
+                "--exclude",
+                "hv-x86",
+                "--exclude",
+                "testguest",
+            ])
+        },
+    );
     step("cargo test hv-x86 (host library)".into(), &mut || {
         cargo(&["test", "-p", "hv-x86", "--lib"])
     });
