@@ -984,6 +984,11 @@ impl VGic {
             return 0;
         };
         let irq = self.irq_mut(s);
+        if irq.line == level {
+            // Nothing changed: no state to update, nobody to kick (a device
+            // model reports its level after every access).
+            return 0;
+        }
         let rising = level && !irq.line;
         irq.line = level;
         if irq.edge && rising {

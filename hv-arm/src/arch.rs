@@ -86,3 +86,20 @@ pub fn irq_restore(was_enabled: bool) {
 pub fn wait_for_interrupt() {
     aarch64_cpu::asm::wfi();
 }
+
+/// How a CPU waits for a lock another CPU holds: the YIELD hint, which
+/// tells an emulator running CPUs round-robin (QEMU TCG under -icount) to
+/// run the holder instead of spinning out a whole time slice, and costs
+/// nothing on hardware. (Rust's `spin_loop` emits ISB, which yields nothing.)
+pub struct CpuYield;
+
+impl spin::relax::RelaxStrategy for CpuYield {
+    fn relax() {
+        aarch64_cpu::asm::nop();
+        // SAFETY: a hint instruction with no architectural effect.
+        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
+/// The spin lock every shared structure of the hypervisor uses.
+pub type Lock<T> = spin::mutex::SpinMutex<T, CpuYield>;

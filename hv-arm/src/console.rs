@@ -7,8 +7,8 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::arch::Lock as Mutex;
 use boards::{Uart, UartKind};
-use spin::Mutex;
 
 /// A transmit-only UART driver for the kinds the profiles name.
 pub struct UartTx {

@@ -112,8 +112,11 @@ fn secondary_main(slot: CpuSlot) -> ! {
         let mut gic = gic.lock();
         gic.init_cpu(slot.frame);
         if let Err(e) = gic.enable_private(irq::hyp_timer_intid(), slot.frame, true) {
-            drop(gic);
             println!("cpu {}: cannot enable its timer interrupt: {}", slot.id, e);
+        }
+        // The kick SGI wakes this CPU from WFI when there is work for it.
+        if let Err(e) = gic.enable_private(gic::IntId::sgi(irq::KICK_SGI), slot.frame, false) {
+            println!("cpu {}: cannot enable the kick SGI: {}", slot.id, e);
         }
     }
     println!("cpu {}: up (mpidr {:#x})", slot.id, slot.mpidr);

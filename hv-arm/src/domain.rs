@@ -19,11 +19,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use crate::arch::Lock as Mutex;
 use armvm::layout;
 use armvm::pl011::Pl011;
 use common::memory::PhysRange;
 use gic::vgic::{VGic, VcpuMask};
-use spin::Mutex;
 
 use crate::stage2::{Access, Stage2};
 use crate::{arch, info, mem, println, warn};
@@ -239,10 +239,6 @@ impl Domain {
     /// devices and makes vCPU 0 ready to start at the kernel.
     fn load(&self) -> Result<(), BuildError> {
         let ram = self.cfg.ram_size;
-        // SAFETY: the domain's RAM block, owned by it; no vCPU runs (first
-        // build, or every vCPU has stopped).
-        unsafe { mem::scrub(self.ram_pa as usize, ram as usize) };
-
         let kernel = module_bytes(self.cfg.kernel);
         let hdr = armvm::image::parse(kernel).map_err(BuildError::Image)?;
         let footprint = hdr
@@ -255,6 +251,17 @@ impl Domain {
         let dtb_off = ram - DTB_SPACE;
         if kernel_end > dtb_off {
             return Err(BuildError::TooBig("the kernel"));
+        }
+        // Everything but the bytes the kernel's file covers is scrubbed
+        // (the kernel's own bss included); the kernel is copied over the
+        // rest. No vCPU runs (first build, or every vCPU has stopped).
+        let below = kernel_off & !511;
+        let above = (kernel_off + kernel.len() as u64) & !511;
+        // SAFETY: both ranges lie in the domain's RAM, which it owns, and
+        // are 512-byte aligned.
+        unsafe {
+            mem::scrub(self.ram_pa as usize, below as usize);
+            mem::scrub((self.ram_pa + above) as usize, (ram - above) as usize);
         }
         // SAFETY: inside the domain's RAM (checked above), which it owns.
         unsafe { mem::load((self.ram_pa + kernel_off) as usize, kernel) };
@@ -379,6 +386,13 @@ impl Domain {
         let b = *v.boot.lock();
         v.power.store(ON, Ordering::Release);
         Some(b)
+    }
+
+    /// Whether a boot request waits for vCPU `vcpu`.
+    pub fn take_boot_pending(&self, vcpu: u32) -> bool {
+        self.vcpus
+            .get(vcpu as usize)
+            .is_some_and(|v| v.power() == ON_PENDING)
     }
 
     /// PSCI AFFINITY_INFO for one vCPU: 0 on, 1 off, 2 on pending.

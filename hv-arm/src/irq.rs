@@ -9,7 +9,9 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use gic::IntId;
 use gic::host::HostGic;
-use spin::{Mutex, Once};
+use spin::Once;
+
+use crate::arch::Lock as Mutex;
 
 use crate::{MAX_CPUS, arch};
 
@@ -70,6 +72,8 @@ pub fn handle() {
         }
         if intid == hyp_timer_intid() {
             on_hyp_timer();
+        } else if intid == IntId::sgi(KICK_SGI) {
+            // A wake-up; nothing to do.
         } else {
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
             crate::warn!(
@@ -184,9 +188,10 @@ pub fn count_maintenance(misr: u64, eois: u32) {
     }
     // MISR.U: underflow.
     if misr & (1 << 1) != 0
-        && let Some(c) = MAINT_UNDERFLOW.get(cpu) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        && let Some(c) = MAINT_UNDERFLOW.get(cpu)
+    {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// This CPU's maintenance counts: (EOI, underflow).
@@ -198,4 +203,27 @@ pub fn maintenance_counts() -> (u32, u32) {
             .get(cpu)
             .map_or(0, |c| c.load(Ordering::Relaxed)),
     )
+}
+
+/// Sends the kick SGI to every other CPU (and an event, for WFE waiters).
+pub fn kick_others() {
+    if let Err(e) = HostGic::send_sgi_to_others(IntId::sgi(KICK_SGI)) {
+        crate::println!("kick to all failed: {}", e);
+    }
+    aarch64_cpu::asm::sev();
+}
+
+/// Acknowledges and retires whatever interrupts are pending at this CPU,
+/// for CPUs with nothing to do.
+pub fn discard_pending() {
+    for _ in 0..16 {
+        let Some(intid) = HostGic::acknowledge() else {
+            break;
+        };
+        if intid == IntId::SPECIAL_NONE {
+            break;
+        }
+        HostGic::priority_drop(intid);
+        HostGic::deactivate(intid);
+    }
 }

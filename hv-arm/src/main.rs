@@ -201,7 +201,7 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
         "gic: EOImode {} (EOI drops priority, DIR deactivates)",
         if HostGic::eoimode1() { 1 } else { 0 }
     );
-    irq::GIC.call_once(|| spin::Mutex::new(host_gic));
+    irq::GIC.call_once(|| arch::Lock::new(host_gic));
 
     // Every CPU up.
     let started = cpus::start_secondaries(&platform, &slots);
@@ -278,14 +278,14 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
             irq::enable_console_input(uart.intid, boot_mpidr, uart.level);
         }
         MODE.store(MODE_GUESTS, Ordering::Release);
-        aarch64_cpu::asm::sev();
+        irq::kick_others();
         irq::enable_guest_interrupts(boot_slot.frame, maintenance, platform.timer.virt.intid);
         dom.start();
         run::serve(dom, 0);
     }
     println!("no guest: no multiboot,kernel module under /chosen");
     MODE.store(MODE_TICKS, Ordering::Release);
-    aarch64_cpu::asm::sev();
+    irq::kick_others();
 
     // Every CPU takes its timer ticks; then power off.
     irq::start_ticking();
@@ -598,15 +598,18 @@ pub fn secondary_work(slot: CpuSlot) -> ! {
                 }
             }
             MODE_GUESTS => break,
-            _ => aarch64_cpu::asm::wfe(),
+            // Halted until the boot CPU decides and kicks (WFE would spin
+            // under an emulator and steal time from the boot CPU).
+            _ => arch::wait_for_interrupt(),
         }
     }
     let dom = DOMAIN.get();
     if let (Some(dom), Some(&(maintenance, vtimer))) = (dom, GUEST_INTIDS.get())
-        && let Some(v) = dom.vcpus.iter().find(|v| v.pcpu == slot.id) {
-            irq::enable_guest_interrupts(slot.frame, maintenance, vtimer);
-            run::serve(dom, v.id);
-        }
+        && let Some(v) = dom.vcpus.iter().find(|v| v.pcpu == slot.id)
+    {
+        irq::enable_guest_interrupts(slot.frame, maintenance, vtimer);
+        run::serve(dom, v.id);
+    }
     // No vCPU here: this CPU idles for good.
     halt()
 }
@@ -634,7 +637,10 @@ fn parse_size(v: &str) -> Option<u64> {
 fn halt() -> ! {
     arch::irq_save();
     loop {
-        aarch64_cpu::asm::wfe();
+        // WFI, not WFE: an emulator halts the CPU on WFI but spins on WFE.
+        // Anything that wakes it is acknowledged and dropped.
+        arch::wait_for_interrupt();
+        irq::discard_pending();
     }
 }
 

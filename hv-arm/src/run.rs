@@ -56,6 +56,33 @@ const MAX_LRS: usize = 16;
 /// Host interrupts the vCPU loop expects.
 const VTIMER_PPI: u32 = layout::VTIMER_INTID;
 
+/// Exits of one vCPU by cause, for the log line written when it stops.
+#[derive(Default)]
+struct ExitStats {
+    irq: u32,
+    wfi: u32,
+    wfi_waited: u32,
+    wfe: u32,
+    mmio: u32,
+    call: u32,
+    sysreg: u32,
+    other: u32,
+    /// Counter ticks spent at EL2 between an exit and the next entry,
+    /// waiting in WFI excluded.
+    el2_ticks: u64,
+    /// Counter ticks spent waiting in WFI for the guest.
+    idle_ticks: u64,
+}
+
+static STATS: [crate::arch::Lock<Option<ExitStats>>; crate::MAX_CPUS] =
+    [const { crate::arch::Lock::new(None) }; crate::MAX_CPUS];
+
+fn stat(f: impl FnOnce(&mut ExitStats)) {
+    if let Some(slot) = STATS.get(arch::cpu_id()) {
+        f(slot.lock().get_or_insert_with(ExitStats::default));
+    }
+}
+
 /// What to do after a trap.
 enum Next {
     /// Back into the guest.
@@ -103,16 +130,21 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
         }
         let mut lrs = [0u64; MAX_LRS];
         let mut used = 0usize;
+        let mut exited = arch::counter();
         loop {
             if dom.stopping() != Stop::None {
                 break;
             }
             used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
+            let entered = arch::counter();
+            stat(|s| s.el2_ticks += entered.wrapping_sub(exited));
             let exit = guest_entry::run(&mut regs);
+            exited = arch::counter();
             sync_lrs(dom, vcpu, &mut lrs[..used]);
             let next = match exit {
                 Exit::Sync => handle_sync(dom, vcpu, &mut regs),
                 Exit::Irq | Exit::Fiq => {
+                    stat(|s| s.irq += 1);
                     handle_irqs(dom, vcpu);
                     Next::Resume
                 }
@@ -138,6 +170,23 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
             sysregs::write_lr(n, 0);
         }
         sysregs::set_ich_hcr(0);
+        if let Some(s) = STATS.get(me).and_then(|s| s.lock().take()) {
+            info!(
+                "d{}v{}: exits: {} irq, {} wfi ({} waited), {} wfe, {} mmio, {} hvc/smc, {} sysreg, {} other; {} ticks at EL2, {} idle",
+                dom.id,
+                vcpu,
+                s.irq,
+                s.wfi,
+                s.wfi_waited,
+                s.wfe,
+                s.mmio,
+                s.call,
+                s.sysreg,
+                s.other,
+                s.el2_ticks,
+                s.idle_ticks
+            );
+        }
         let (eoi, underflow) = irq::maintenance_counts();
         info!(
             "d{}v{}: off; this cpu took {} EOI and {} underflow maintenance events",
@@ -149,18 +198,19 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
     }
 }
 
-/// Waits (WFE) until this vCPU is ON_PENDING; handles host interrupts that
-/// arrive meanwhile (they are masked at EL2, so they are polled).
+/// Waits until this vCPU is ON_PENDING; handles host interrupts that
+/// arrive meanwhile (they are masked at EL2, so they are polled). WFI, not
+/// WFE: CPU_ON kicks with an SGI, and an emulator halts only on WFI.
 fn wait_for_boot(dom: &'static Domain, vcpu: u32) -> Option<(u64, u64)> {
     loop {
         if let Some(b) = dom.take_boot(vcpu) {
             return Some(b);
         }
-        if dom.stopping() != Stop::None {
-            return None;
-        }
         handle_irqs(dom, vcpu);
-        aarch64_cpu::asm::wfe();
+        if dom.take_boot_pending(vcpu) {
+            continue;
+        }
+        aarch64_cpu::asm::wfi();
     }
 }
 
@@ -270,7 +320,10 @@ fn console_input(dom: &Domain) {
 fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
     let esr_val = read!("esr_el2");
     match esr::decode(esr_val) {
-        Trap::Hvc { imm: 0 } => psci_call(dom, vcpu, regs),
+        Trap::Hvc { imm: 0 } => {
+            stat(|s| s.call += 1);
+            psci_call(dom, vcpu, regs)
+        }
         Trap::Smc { imm: 0 } => {
             // A trapped SMC returns to the SMC itself: step over it.
             regs.pc = regs.pc.wrapping_add(4);
@@ -287,6 +340,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::Wfx { wfe } => {
+            stat(|s| if wfe { s.wfe += 1 } else { s.wfi += 1 });
             regs.pc = regs.pc.wrapping_add(4);
             if !wfe {
                 wait_for_interrupt(dom, vcpu);
@@ -294,11 +348,13 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::DataAbort(da) => {
+            stat(|s| s.mmio += 1);
             let ipa = sysregs::fault_ipa();
             mmio(dom, vcpu, regs, ipa, da);
             Next::Resume
         }
         Trap::SysReg(sr) => {
+            stat(|s| s.sysreg += 1);
             if sr.is(esr::ICC_SGI1R_EL1) && !sr.read {
                 let value = regs.get(sr.rt);
                 let mask = dom.vgic.lock().send_sgi(vcpu as usize, value);
@@ -333,6 +389,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::Other { ec } => {
+            stat(|s| s.other += 1);
             dom.crash(
                 vcpu,
                 format_args!(
@@ -354,7 +411,14 @@ fn wait_for_interrupt(dom: &Domain, vcpu: u32) {
     // Anything that could make the vCPU runnable arrives as a physical
     // interrupt (its timer, a kick) and ends the WFI; the interrupt itself
     // is taken as an exit right after re-entering the guest.
+    let t0 = arch::counter();
     aarch64_cpu::asm::wfi();
+    let waited = arch::counter().wrapping_sub(t0);
+    stat(|s| {
+        s.wfi_waited += 1;
+        s.idle_ticks += waited;
+        s.el2_ticks = s.el2_ticks.wrapping_sub(waited);
+    });
 }
 
 fn psci_call(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {

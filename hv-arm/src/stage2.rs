@@ -96,7 +96,11 @@ impl Stage2 {
     /// Maps `ipa..ipa+size` to `pa..pa+size`.
     pub fn map(&mut self, ipa: u64, pa: u64, size: u64, access: Access) -> Result<(), MapError> {
         let end = ipa.checked_add(size).ok_or(MapError::BadRange)?;
-        if !ipa.is_multiple_of(PAGE) || !pa.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) || end > 1 << IPA_BITS {
+        if !ipa.is_multiple_of(PAGE)
+            || !pa.is_multiple_of(PAGE)
+            || !size.is_multiple_of(PAGE)
+            || end > 1 << IPA_BITS
+        {
             return Err(MapError::BadRange);
         }
         let attrs = AF
