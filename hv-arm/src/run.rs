@@ -129,13 +129,12 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
             dom.note_first_entry();
         }
         let mut lrs = [0u64; MAX_LRS];
-        let mut used = 0usize;
         let mut exited = arch::counter();
         loop {
             if dom.stopping() != Stop::None {
                 break;
             }
-            used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
+            let used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
             let entered = arch::counter();
             stat(|s| s.el2_ticks += entered.wrapping_sub(exited));
             let exit = guest_entry::run(&mut regs);
@@ -160,10 +159,10 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
                 break;
             }
         }
-        let _ = used;
-        // Leaving: the vCPU's EL1 state would be saved here for a later
-        // resume; a vCPU that stops always restarts from reset, so only the
-        // timer and list registers are quiesced.
+        // Leaving the CPU: the EL1 state is saved (which also stops the
+        // virtual timer firing here) and the list registers emptied; the
+        // vGIC model already holds their state. A vCPU that stopped always
+        // restarts from reset, so nothing resumes from the saved copy yet.
         let mut parked = El1Regs::reset();
         parked.save();
         for n in 0..nr_lrs {

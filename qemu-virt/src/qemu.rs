@@ -7,6 +7,10 @@
 //! and are kept too. Owns the QEMU process: none is left running when
 //! [`run`] returns, whatever happened.
 //!
+//! A run may also type into the console ([`RunConfig::console_input`]):
+//! QEMU's stdin is then a pipe, and each step's bytes are written to it
+//! once the console shows the text the step waits for.
+//!
 //! Also owns the board's memory map as the runner uses it: where QEMU puts
 //! its device tree and where guest boot modules go ([`BootModule`]).
 
@@ -14,7 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -98,6 +102,31 @@ impl BootModule {
     }
 }
 
+/// One step of scripted console input ([`RunConfig::console_input`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleStep {
+    /// The text to wait for on the console, searched for only in what
+    /// arrived after the previous step's match. The console is matched as
+    /// [`RunOutcome::console`] keeps it: without carriage returns. Empty
+    /// matches at once.
+    pub expect: String,
+    /// What is then typed: written to QEMU's stdin, the console UART's
+    /// input. End a line with `\r`, as a terminal's Enter does. The UART
+    /// holds 32 bytes (hv-arm's vPL011 too): keep each step shorter, or
+    /// wait for an answer in between.
+    pub send: String,
+}
+
+impl ConsoleStep {
+    /// Waits for `expect`, then types `send`.
+    pub fn new(expect: impl Into<String>, send: impl Into<String>) -> Self {
+        Self {
+            expect: expect.into(),
+            send: send.into(),
+        }
+    }
+}
+
 /// One boot.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -140,6 +169,10 @@ pub struct RunConfig {
     pub initrd: Option<PathBuf>,
     /// Files for the hypervisor's guests (guest-loader devices).
     pub modules: Vec<BootModule>,
+    /// Typed into the console, step after step, as the console shows what
+    /// each step waits for. Empty: QEMU's stdin is /dev/null. Not with
+    /// `interactive` (the terminal types then).
+    pub console_input: Vec<ConsoleStep>,
 }
 
 /// `-cpu` for Linux: everything `max` has, but pointer authentication with
@@ -167,6 +200,7 @@ impl RunConfig {
             append: None,
             initrd: None,
             modules: Vec::new(),
+            console_input: Vec::new(),
         }
     }
 
@@ -318,7 +352,9 @@ pub struct RunOutcome {
     /// if signal N did).
     pub status: i32,
     /// Everything the console printed (carriage returns dropped), then
-    /// QEMU's own error lines prefixed `[qemu]`.
+    /// QEMU's own error lines prefixed `[qemu]`, and an `[input]` line
+    /// naming the step a console script still waited for
+    /// ([`RunConfig::console_input`]).
     pub console: String,
     /// The hypervisor log, one `[hv] ...` entry per line: decoded defmt
     /// frames, or the console's `(hv)` lines of a `text-log` build.
@@ -359,6 +395,11 @@ fn image_footprint(image: &Path) -> Result<u64, String> {
 
 /// Boots `cfg` and waits for QEMU to exit or the timeout.
 pub fn run(cfg: &RunConfig) -> Result<RunOutcome, String> {
+    if cfg.interactive && !cfg.console_input.is_empty() {
+        return Err("console input is scripted or typed, not both: \
+                    an interactive run has no console_input"
+            .into());
+    }
     crate::host::ensure_qemu_arm()?;
     cfg.check_layout()?;
     let mut decoder = if cfg.has_hypervisor() {
@@ -402,8 +443,15 @@ fn boot(
     if cfg.interactive {
         cmd.stdin(Stdio::inherit());
     } else {
+        // `-serial stdio`: what is written to QEMU's stdin reaches the
+        // console UART's receiver. Nothing without a script.
+        cmd.stdin(if cfg.console_input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        });
         // A group of its own, so a timeout stops everything it started.
-        cmd.stdin(Stdio::null()).process_group(0);
+        cmd.process_group(0);
     }
     // SAFETY: the closure runs in the forked child before exec and only
     // calls prctl, which is async-signal-safe and touches no memory of ours.
@@ -423,6 +471,10 @@ fn boot(
         status: None,
     };
 
+    // Some only when scripted; kept open until the run ends, so the
+    // console never sees end-of-file while the guest still works.
+    let mut stdin = qemu.child.stdin.take();
+    let mut typist = Typist::new(&cfg.console_input);
     let mut stdout = qemu.child.stdout.take().ok_or("no stdout pipe")?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
@@ -443,7 +495,7 @@ fn boot(
     let mut screen = Screen::new(cfg.echo);
     let mut console = Vec::new();
     let mut log = Vec::new();
-    let mut take_console = |chunk: Vec<u8>, screen: &mut Screen| {
+    let take_console = |chunk: Vec<u8>, screen: &mut Screen, console: &mut Vec<u8>| {
         let bytes: Vec<u8> = chunk.into_iter().filter(|&b| b != b'\r').collect();
         screen.console(&bytes);
         console.extend_from_slice(&bytes);
@@ -468,9 +520,13 @@ fn boot(
     let deadline = Instant::now() + cfg.timeout;
     let mut timed_out = false;
     let mut pipe_open = true;
+    type_into(&mut stdin, &typist.due(&console));
     while qemu.status.is_none() {
         match rx.recv_timeout(POLL) {
-            Ok(chunk) => take_console(chunk, &mut screen),
+            Ok(chunk) => {
+                take_console(chunk, &mut screen, &mut console);
+                type_into(&mut stdin, &typist.due(&console));
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 pipe_open = false;
@@ -489,10 +545,15 @@ fn boot(
     let drain_until = Instant::now() + DRAIN;
     while pipe_open {
         match rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
-            Ok(chunk) => take_console(chunk, &mut screen),
+            Ok(chunk) => {
+                take_console(chunk, &mut screen, &mut console);
+                // Too late to type, but a step that matched did not wait.
+                typist.due(&console);
+            }
             Err(_) => pipe_open = false,
         }
     }
+    drop(stdin);
     tail_log(decoder, &mut screen, &mut log);
     if let Some(line) = decoder.as_mut().and_then(LogDecoder::finish) {
         screen.log(&line);
@@ -518,9 +579,16 @@ fn boot(
     };
     let noise =
         |l: &&str| l.contains("terminating on signal") || l.contains("icount sleep disabled");
-    let qemu_errors: Vec<&str> = qemu_errors.lines().filter(|l| !noise(l)).collect();
+    let mut qemu_errors: Vec<String> = qemu_errors
+        .lines()
+        .filter(|l| !noise(l))
+        .map(|l| format!("[qemu] {l}"))
+        .collect();
+    if let Some(waiting) = typist.waiting() {
+        qemu_errors.push(format!("[input] {waiting}"));
+    }
     if !qemu_errors.is_empty() {
-        let lines = format!("[qemu] {}", qemu_errors.join("\n[qemu] "));
+        let lines = qemu_errors.join("\n");
         if cfg.echo {
             eprintln!("{lines}");
         }
@@ -540,6 +608,71 @@ fn boot(
         log,
         timed_out,
     })
+}
+
+/// Plays [`RunConfig::console_input`] against the console as it grows.
+struct Typist<'a> {
+    steps: &'a [ConsoleStep],
+    /// The step waiting for its text.
+    next: usize,
+    /// Where that step's search starts: just past the previous match.
+    from: usize,
+}
+
+impl<'a> Typist<'a> {
+    fn new(steps: &'a [ConsoleStep]) -> Self {
+        Self {
+            steps,
+            next: 0,
+            from: 0,
+        }
+    }
+
+    /// What to type now that the console reads `console` (carriage returns
+    /// dropped): the `send` of every step whose text has appeared, in order.
+    fn due(&mut self, console: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(step) = self.steps.get(self.next) {
+            let want = step.expect.as_bytes();
+            let rest = console.get(self.from..).unwrap_or_default();
+            let found = if want.is_empty() {
+                Some(0)
+            } else {
+                rest.windows(want.len()).position(|w| w == want)
+            };
+            let Some(at) = found else {
+                break;
+            };
+            self.from += at + want.len();
+            self.next += 1;
+            out.extend_from_slice(step.send.as_bytes());
+        }
+        out
+    }
+
+    /// The step still waiting, described; `None` when all were typed.
+    fn waiting(&self) -> Option<String> {
+        let step = self.steps.get(self.next)?;
+        Some(format!(
+            "console input step {} of {} never saw {:?} (so {:?} was not typed)",
+            self.next + 1,
+            self.steps.len(),
+            step.expect,
+            step.send
+        ))
+    }
+}
+
+/// Writes `bytes` to QEMU's stdin; a failed write (QEMU gone) closes it.
+fn type_into(stdin: &mut Option<ChildStdin>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if let Some(pipe) = stdin
+        && pipe.write_all(bytes).and_then(|()| pipe.flush()).is_err()
+    {
+        *stdin = None;
+    }
 }
 
 /// The shell's view of a status: the exit code, or 128 + the signal.
@@ -854,6 +987,39 @@ mod tests {
         let e = c.check_layout().unwrap_err();
         assert!(e.contains("does not fit in RAM"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn console_input_waits_for_each_step_after_the_last() {
+        let steps = [
+            ConsoleStep::new("", "a\r"),
+            ConsoleStep::new("/ # ", "echo $((6*7))\r"),
+            ConsoleStep::new("42", "x\r"),
+            ConsoleStep::new("/ # ", "poweroff -f\r"),
+        ];
+        let mut t = Typist::new(&steps);
+        assert_eq!(t.due(b""), b"a\r");
+        assert_eq!(t.due(b"boot\n/ "), b"");
+        let mut console = b"boot\n/ # ".to_vec();
+        assert_eq!(t.due(&console), b"echo $((6*7))\r");
+        // The text the previous step matched does not count again; a
+        // match may arrive split across reads.
+        console.extend_from_slice(b"echo $((6*7))\n4");
+        assert_eq!(t.due(&console), b"");
+        assert!(t.waiting().unwrap().contains("step 3 of 4"));
+        console.extend_from_slice(b"2\n/ # ");
+        assert_eq!(t.due(&console), b"x\rpoweroff -f\r");
+        assert_eq!(t.waiting(), None);
+        assert_eq!(t.due(&console), b"");
+        assert_eq!(Typist::new(&[]).waiting(), None);
+    }
+
+    #[test]
+    fn a_scripted_run_cannot_be_interactive() {
+        let mut c = cfg();
+        c.interactive = true;
+        c.console_input = vec![ConsoleStep::new("x", "y")];
+        assert!(run(&c).unwrap_err().contains("not both"));
     }
 
     #[test]

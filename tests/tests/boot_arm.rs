@@ -53,6 +53,11 @@ fn check_healthy(out: &RunOutcome, cpus: u32) {
             assert!(c.contains(&format!("cpu {i}: up (mpidr {i:#x})")), "{t}");
         }
     }
+    // No kernel module under /chosen: the hypervisor says so and powers off.
+    assert!(
+        c.contains("no guest: no multiboot,kernel module under /chosen"),
+        "{t}"
+    );
     assert!(c.contains("all cpus ticking; powering off"), "{t}");
     // The log is defmt, decoded with the ELF.
     assert!(out.log.iter().any(|l| l.contains("entered at EL2")), "{t}");

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use qemu_virt::image::build_hv_arm;
 use qemu_virt::linux::{self, MARKER, Mode, RUN_INIT};
-use qemu_virt::qemu::{RunConfig, RunOutcome};
+use qemu_virt::qemu::{ConsoleStep, RunConfig, RunOutcome};
 
 /// One Linux boot at a time.
 static ONE_BOOT: Mutex<()> = Mutex::new(());
@@ -139,4 +139,37 @@ fn the_kernel_and_initramfs_boot_without_the_hypervisor() {
     assert!(out.console.contains(RUN_INIT), "{t}");
     assert_eq!(linux::values(&out.console, "restart-count"), ["0"], "{t}");
     assert!(out.console.contains("HVTEST: powering off"), "{t}");
+}
+
+/// Typing reaches the guest: QEMU's stdin feeds the board's PL011, whose
+/// input hv-arm moves into the guest's vPL011. The shell (`hvtest=shell`)
+/// evaluates a typed command, arithmetic and all (so its answer is no
+/// echo of the typed line), and a typed `poweroff -f` ends the run.
+#[test]
+fn console_input_reaches_the_guest_shell() {
+    let hv = build_hv_arm("qemu-virt", false).expect("hv-arm builds");
+    let mut cfg = linux::guest_config(&hv, &files(), &linux::bootargs(Mode::Shell, "quiet"));
+    cfg.echo = false;
+    // busybox ash's prompt as root in /; Enter is a carriage return. Each
+    // line waits for a prompt: typed ahead, the guest's echo of it would
+    // land inside the previous answer's line.
+    cfg.console_input = vec![
+        ConsoleStep::new("/ # ", "echo HELLO-$((6*7))\r"),
+        ConsoleStep::new("HELLO-42", ""),
+        ConsoleStep::new("/ # ", "poweroff -f\r"),
+    ];
+    let out = run(&cfg);
+    let t = out.transcript();
+    assert!(!out.timed_out, "timed out\n{t}");
+    assert!(out.console.contains("HVTEST: shell:"), "{t}");
+    let typed = out
+        .console
+        .find("echo HELLO-$((6*7))")
+        .unwrap_or_else(|| panic!("the typed line was not echoed\n{t}"));
+    assert!(
+        out.console[typed..].lines().any(|l| l.trim() == "HELLO-42"),
+        "the shell did not answer HELLO-42\n{t}"
+    );
+    assert_eq!(out.status, 0, "QEMU status\n{t}");
+    assert!(out.console.contains("(d1) PSCI SYSTEM_OFF"), "{t}");
 }
