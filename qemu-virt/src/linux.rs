@@ -180,6 +180,9 @@ reboot)
     echo "HVTEST: back after reboot"
     ;;
 hostile)
+    # Have the kernel report the signals it sends for faults (arm64 keeps
+    # this off by default), so its view of the abort shows in dmesg.
+    echo 1 > /proc/sys/debug/exception-trace
     echo "HVTEST: reading unmapped guest-physical @HOSTILE@"
     devmem @HOSTILE@
     echo "HVTEST: devmem status=$?"

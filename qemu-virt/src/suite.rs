@@ -196,8 +196,12 @@ pub fn run_all() -> bool {
     });
 
     step(
-        "fuzz the device-tree parser (60 s)".into(),
+        "fuzz the device-tree and boot-module parsers (60 s)".into(),
         &mut fuzz_platform_dt,
+    );
+    step(
+        "fuzz the guest-facing vGIC and vPL011 models (30 s)".into(),
+        &mut fuzz_guest_mmio,
     );
 
     println!("\n=== suite summary");
@@ -228,7 +232,9 @@ pub fn run_all() -> bool {
 /// A short libFuzzer run of `common/fuzz`'s `platform_dt` target, seeded
 /// with the real trees the DT tests use. Needs a nightly toolchain (for the
 /// sanitizer flags) and cargo-fuzz, which it installs from crates.io.
-fn fuzz_platform_dt() -> Result<(), String> {
+/// Errs (as a skip) when cargo-fuzz cannot run here; installs it if only
+/// the tool is missing.
+fn fuzz_ready() -> Result<(), String> {
     let toolchains = Command::new("rustup")
         .args(["toolchain", "list"])
         .output()
@@ -248,6 +254,40 @@ fn fuzz_platform_dt() -> Result<(), String> {
     if !have_fuzz {
         cargo(&["install", "cargo-fuzz", "--locked"])?;
     }
+    Ok(())
+}
+
+/// Runs cargo-fuzz target `target` of the fuzz project in `dir` for
+/// `secs` seconds over `corpus`.
+fn run_fuzzer(dir: &str, target: &str, corpus: &std::path::Path, secs: u32) -> Result<(), String> {
+    let status = Command::new("cargo")
+        .current_dir(workspace_root().join(dir))
+        .args(["+nightly", "fuzz", "run", target])
+        .arg(corpus)
+        .args(["--", &format!("-max_total_time={secs}"), "-max_len=131072"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .status()
+        .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the fuzzer found a crash ({status}); see {dir}/artifacts"
+        ))
+    }
+}
+
+/// The guest-facing device models (vGIC, vPL011) and decoders, 30 s.
+fn fuzz_guest_mmio() -> Result<(), String> {
+    fuzz_ready()?;
+    let corpus = crate::host::cache_dir().join("fuzz-corpus-guest-mmio");
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    run_fuzzer("armvm/fuzz", "guest_mmio", &corpus, 30)
+}
+
+fn fuzz_platform_dt() -> Result<(), String> {
+    fuzz_ready()?;
     let corpus = crate::host::cache_dir().join("fuzz-corpus-platform-dt");
     std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
     let mut seeds = vec![
@@ -262,20 +302,5 @@ fn fuzz_platform_dt() -> Result<(), String> {
             std::fs::copy(&s, corpus.join(n)).map_err(|e| e.to_string())?;
         }
     }
-    let status = Command::new("cargo")
-        .current_dir(workspace_root().join("common/fuzz"))
-        .args(["+nightly", "fuzz", "run", "platform_dt"])
-        .arg(&corpus)
-        .args(["--", "-max_total_time=60", "-max_len=131072"])
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
-        .status()
-        .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "the fuzzer found a crash ({status}); see common/fuzz/artifacts"
-        ))
-    }
+    run_fuzzer("common/fuzz", "platform_dt", &corpus, 60)
 }
