@@ -134,6 +134,10 @@ pub enum BuildError {
     Dt(armvm::guest_dt::DtError),
     /// Kernel, ramdisk and DTB do not fit the guest RAM.
     TooBig(&'static str),
+    /// Guest RAM not a multiple of 2 MiB between 4 MiB and 3 GiB.
+    BadMemory(u64),
+    /// No vCPU.
+    NoVcpus,
 }
 
 impl core::fmt::Display for BuildError {
@@ -146,6 +150,12 @@ impl core::fmt::Display for BuildError {
             BuildError::Stage2(e) => write!(f, "stage 2: {:?}", e),
             BuildError::Dt(e) => write!(f, "guest device tree: {:?}", e),
             BuildError::TooBig(what) => write!(f, "{} does not fit in guest RAM", what),
+            BuildError::BadMemory(n) => write!(
+                f,
+                "guest RAM of {:#x} bytes: it must be a multiple of 2 MiB from 4 MiB to 3 GiB",
+                n
+            ),
+            BuildError::NoVcpus => write!(f, "no vcpus"),
         }
     }
 }
@@ -164,6 +174,15 @@ fn module_bytes(r: PhysRange) -> &'static [u8] {
 impl Domain {
     /// Allocates and maps the domain's memory and loads it for a first boot.
     pub fn create(id: u16, cfg: DomainConfig) -> Result<Box<Self>, BuildError> {
+        if cfg.ram_size < 2 * DTB_SPACE
+            || !cfg.ram_size.is_multiple_of(2 << 20)
+            || cfg.ram_size > layout::RAM0_MAX
+        {
+            return Err(BuildError::BadMemory(cfg.ram_size));
+        }
+        if cfg.pcpu_mpidrs.is_empty() {
+            return Err(BuildError::NoVcpus);
+        }
         let layout = Layout::from_size_align(cfg.ram_size as usize, 2 << 20)
             .map_err(|_| BuildError::NoMemory(cfg.ram_size))?;
         // SAFETY: non-zero size; the block is scrubbed before any use.

@@ -3,11 +3,13 @@
 //! Boot path: the Image header hands over to aarch64-rt's entry, which turns
 //! on the EL2 MMU and caches through our `enable_mmu` (see [`boot`]), zeroes
 //! the bss and calls [`main`] with x0 = the DTB. From there: the banner, the
-//! device tree parsed once into a [`Platform`], the heap from the memory the
-//! DT describes less everything reserved, the GIC in EOImode 1, every CPU
-//! through PSCI CPU_ON, and the EL2 timer ticking on each of them. Once all
-//! CPUs have taken their ticks the hypervisor powers the machine off (there
-//! are no guests yet: they arrive with the next issues).
+//! device tree parsed once into a [`Platform`], the boot modules under
+//! `/chosen`, the heap from the memory the DT describes less everything
+//! reserved (modules included), the GIC in EOImode 1 and every CPU through
+//! PSCI CPU_ON. With a kernel module, a domain is built from it ([`domain`])
+//! and every CPU serves the vCPU pinned to it ([`run`]) until the domain
+//! powers off. Without one, each CPU takes ten EL2 timer ticks and the
+//! machine powers off.
 #![no_std]
 #![no_main]
 

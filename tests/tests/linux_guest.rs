@@ -173,3 +173,24 @@ fn console_input_reaches_the_guest_shell() {
     assert_eq!(out.status, 0, "QEMU status\n{t}");
     assert!(out.console.contains("(d1) PSCI SYSTEM_OFF"), "{t}");
 }
+
+/// Guest RAM the hypervisor cannot give (`dom0_mem=` not a multiple of
+/// 2 MiB, or too small) is refused with a line naming it, before anything
+/// runs: exit status 2, no guest output.
+#[test]
+fn impossible_guest_memory_is_refused() {
+    let hv = build_hv_arm("qemu-virt", false).expect("hv-arm builds");
+    for mem in ["3M", "2M", "4G"] {
+        let mut cfg = linux::guest_config(&hv, &files(), &linux::bootargs(Mode::Poweroff, ""));
+        cfg.echo = false;
+        cfg.append = Some(format!("dom0_mem={mem}"));
+        let out = run(&cfg);
+        let t = out.transcript();
+        assert_eq!(out.status, 2, "dom0_mem={mem}\n{t}");
+        assert!(
+            out.console.contains("d1: cannot build: guest RAM of"),
+            "{t}"
+        );
+        assert!(!out.console.contains("HVTEST"), "{t}");
+    }
+}
