@@ -110,6 +110,18 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
     write!("mdcr_el2", (read!("pmcr_el0") >> 11) & 0x1f);
     // ICC_SRE_EL2: system registers at EL2, and EL1 may use them (Enable).
     write!("icc_sre_el2", 0xf);
+    // Fine-grained traps (FEAT_FGT) and HCRX_EL2 (FEAT_HCX) reset to
+    // UNKNOWN values on hardware: no fine-grained traps, no extensions.
+    if (read!("id_aa64mmfr0_el1") >> 56) & 0xf != 0 {
+        write!("s3_4_c1_c1_4", 0); // HFGRTR_EL2
+        write!("s3_4_c1_c1_5", 0); // HFGWTR_EL2
+        write!("s3_4_c1_c1_6", 0); // HFGITR_EL2
+        write!("s3_4_c3_c1_4", 0); // HDFGRTR_EL2
+        write!("s3_4_c3_c1_5", 0); // HDFGWTR_EL2
+    }
+    if (read!("id_aa64mmfr1_el1") >> 40) & 0xf != 0 {
+        write!("s3_4_c1_c2_2", 0); // HCRX_EL2
+    }
     sysregs::isb();
     info!("cpu {} serves d{}v{}", me, dom.id, vcpu);
 
