@@ -62,14 +62,7 @@ pub fn spurious() -> u32 {
 
 /// The IRQ exception handler's body.
 pub fn handle() {
-    // Bounded: at most a handful of back-to-back interrupts per exception.
-    for _ in 0..16 {
-        let Some(intid) = HostGic::acknowledge() else {
-            break;
-        };
-        if intid == IntId::SPECIAL_NONE {
-            break;
-        }
+    for_each_pending(|intid| {
         if intid == hyp_timer_intid() {
             on_hyp_timer();
         } else if intid == IntId::sgi(KICK_SGI) {
@@ -82,8 +75,23 @@ pub fn handle() {
                 arch::cpu_id()
             );
         }
-        HostGic::priority_drop(intid);
         HostGic::deactivate(intid);
+    });
+}
+
+/// Acknowledges the interrupts pending at this CPU one by one (at most 16
+/// per call, so a stuck source cannot hold the CPU), drops each one's
+/// priority and hands it to `f`, which decides when to deactivate it.
+pub fn for_each_pending(mut f: impl FnMut(IntId)) {
+    for _ in 0..16 {
+        let Some(intid) = HostGic::acknowledge() else {
+            break;
+        };
+        if intid == IntId::SPECIAL_NONE {
+            break;
+        }
+        HostGic::priority_drop(intid);
+        f(intid);
     }
 }
 
@@ -216,14 +224,5 @@ pub fn kick_others() {
 /// Acknowledges and retires whatever interrupts are pending at this CPU,
 /// for CPUs with nothing to do.
 pub fn discard_pending() {
-    for _ in 0..16 {
-        let Some(intid) = HostGic::acknowledge() else {
-            break;
-        };
-        if intid == IntId::SPECIAL_NONE {
-            break;
-        }
-        HostGic::priority_drop(intid);
-        HostGic::deactivate(intid);
-    }
+    for_each_pending(HostGic::deactivate);
 }

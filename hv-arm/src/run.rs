@@ -276,14 +276,7 @@ fn sync_lrs(dom: &Domain, vcpu: u32, lrs: &mut [u64]) {
 
 /// Drains the physical interrupts pending at this CPU.
 fn handle_irqs(dom: &'static Domain, vcpu: u32) {
-    for _ in 0..16 {
-        let Some(intid) = HostGic::acknowledge() else {
-            break;
-        };
-        if intid == IntId::SPECIAL_NONE {
-            break;
-        }
-        HostGic::priority_drop(intid);
+    irq::for_each_pending(|intid| {
         let raw = intid.raw_value();
         if raw == VTIMER_PPI {
             // Stays active until the guest deactivates the virtual one.
@@ -292,7 +285,7 @@ fn handle_irqs(dom: &'static Domain, vcpu: u32) {
                 .lock()
                 .inject_hw(vcpu as usize, VTIMER_PPI, VTIMER_PPI);
             dom.kick_mask(mask, vcpu);
-            continue;
+            return;
         }
         HostGic::deactivate(intid);
         if Some(raw) == irq::console_intid() {
@@ -306,7 +299,7 @@ fn handle_irqs(dom: &'static Domain, vcpu: u32) {
         } else if raw != irq::KICK_SGI {
             warn!("cpu {}: unexpected interrupt {}", arch::cpu_id(), raw);
         }
-    }
+    });
 }
 
 /// Moves console input into the guest's vPL011.
