@@ -11,6 +11,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod dom0less;
 pub mod fdt;
 pub mod memory;
 pub mod modules;

@@ -200,6 +200,10 @@ pub fn run_all() -> bool {
         &mut fuzz_platform_dt,
     );
     step(
+        "fuzz the dom0less domain parser (30 s)".into(),
+        &mut fuzz_dom0less,
+    );
+    step(
         "fuzz the guest-facing vGIC and vPL011 models (30 s)".into(),
         &mut fuzz_guest_mmio,
     );
@@ -303,4 +307,65 @@ fn fuzz_platform_dt() -> Result<(), String> {
         }
     }
     run_fuzzer("common/fuzz", "platform_dt", &corpus, 60)
+}
+
+/// `common/fuzz`'s `dom0less` target, 30 s, seeded with QEMU virt's own
+/// tree and a dom0less tree ([`dom0less_seed_dts`]) compiled with dtc.
+fn fuzz_dom0less() -> Result<(), String> {
+    fuzz_ready()?;
+    let corpus = crate::host::cache_dir().join("fuzz-corpus-dom0less");
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    let seed = crate::host::cache_dir().join("dom0less-seed.dtb");
+    crate::fixtures::dtc(&dom0less_seed_dts(), &seed)?;
+    let seeds = vec![crate::fixtures::qemu_virt_dtb(4, 1024, "")?, seed];
+    for s in seeds {
+        if let Some(n) = s.file_name() {
+            std::fs::copy(&s, corpus.join(n)).map_err(|e| e.to_string())?;
+        }
+    }
+    run_fuzzer("common/fuzz", "dom0less", &corpus, 30)
+}
+
+/// A dom0less boot tree in the form ImageBuilder writes: top-level dom0
+/// modules, then twelve domains of three modules each, two sharing a
+/// kernel (the last two find the module table full), with vCPU pinning,
+/// event-channel and shared-memory nodes, and every domain property.
+fn dom0less_seed_dts() -> String {
+    let mut s = String::from(
+        "/dts-v1/;\n/ {\n\t#address-cells = <2>;\n\t#size-cells = <2>;\n\
+         \tmemory@40000000 { device_type = \"memory\"; reg = <0 0x40000000 0 0x80000000>; };\n\
+         \tchosen {\n\t\t#address-cells = <2>;\n\t\t#size-cells = <2>;\n\
+         \t\txen,xen-bootargs = \"console=dtuart sched=null\";\n\
+         \t\tmodule@41000000 { compatible = \"multiboot,kernel\", \"multiboot,module\"; \
+         reg = <0 0x41000000 0 0x10000>; bootargs = \"console=hvc0\"; };\n\
+         \t\tmodule@42000000 { compatible = \"multiboot,ramdisk\", \"multiboot,module\"; \
+         reg = <0 0x42000000 0 0x10000>; };\n",
+    );
+    for d in 0u32..12 {
+        let base = 0x5000_0000 + d * 0x40_0000;
+        // Domains 0 and 1 boot one kernel image.
+        let kernel = if d == 1 { 0x5000_0000 } else { base };
+        s.push_str(&format!(
+            "\t\tdomU{d} {{\n\t\t\tcompatible = \"xen,domain\";\n\
+             \t\t\t#address-cells = <1>;\n\t\t\t#size-cells = <1>;\n\
+             \t\t\tmemory = <0 0x4000>;\n\t\t\tcpus = <2>;\n\t\t\tvpl011;\n\
+             \t\t\tcapabilities = <{caps}>;\n\t\t\tpassthrough = \"disabled\";\n\
+             \t\t\txen,enhanced = \"no-xenstore\";\n\t\t\thv,on-crash = \"restart\";\n\
+             \t\t\tkernel {{ compatible = \"multiboot,kernel\", \"multiboot,module\"; \
+             reg = <{kernel:#x} 0x10000>; bootargs = \"console=ttyAMA0\"; }};\n\
+             \t\t\tramdisk {{ compatible = \"multiboot,ramdisk\", \"multiboot,module\"; \
+             reg = <{r:#x} 0x10000>; }};\n\
+             \t\t\tdtb {{ compatible = \"multiboot,device-tree\", \"multiboot,module\"; \
+             reg = <{t:#x} 0x1000>; }};\n\
+             \t\t\tvcpu0 {{ compatible = \"xen,vcpu\"; id = <0>; hard-affinity = <{d} 1>; }};\n\
+             \t\t\tevtchn {{ compatible = \"xen,evtchn-v1\"; }};\n\
+             \t\t\tshm {{ compatible = \"xen,domain-shared-memory-v1\"; }};\n\
+             \t\t}};\n",
+            caps = if d == 0 { 4 } else { 0 },
+            r = base + 0x10_0000,
+            t = base + 0x20_0000,
+        ));
+    }
+    s.push_str("\t};\n};\n");
+    s
 }

@@ -1,0 +1,411 @@
+//! The dom0less parser over hostile trees, in two modes. Input that starts
+//! with the FDT magic is the tree itself (real and corrupted DTBs). Any
+//! other input drives a generator that writes a well-formed tree of domain
+//! nodes, modules, vCPU nodes and properties, mostly plausible and sometimes
+//! not, so the fuzzer reaches the checks behind a valid header. Either way
+//! `parse` must return (never panic or overflow), and what it accepts must
+//! hold together.
+#![no_main]
+
+use common::dom0less::{
+    Boot, GUEST_DTB_ROOM, MAX_DOMAINS, MAX_MEMORY, MAX_VCPUS, MEMORY_ALIGN, MIN_MEMORY, parse,
+};
+use common::fdt::Fdt;
+use common::memory::PhysRange;
+use common::modules::{MAX_MODULES, Modules};
+use libfuzzer_sys::fuzz_target;
+use vm_fdt::FdtWriter;
+
+/// The host RAM the modules must lie in.
+const RAM: [PhysRange; 2] = [
+    PhysRange {
+        start: 0x4000_0000,
+        end: 0xc000_0000,
+    },
+    PhysRange {
+        start: 0x1_0000_0000,
+        end: 0x1_4000_0000,
+    },
+];
+
+fuzz_target!(|data: &[u8]| {
+    if data.starts_with(&0xd00d_feedu32.to_be_bytes()) {
+        check(data);
+    } else if let Some(dtb) = generate(data) {
+        check(&dtb);
+    }
+});
+
+fn check(dtb: &[u8]) {
+    match parse(dtb, &RAM) {
+        Ok(boot) => invariants(dtb, &boot),
+        Err(e) => {
+            assert!(!e.to_string().contains('\n'));
+            assert!(Modules::from_fdt(dtb).is_err());
+        }
+    }
+}
+
+/// The `xen,domain` children of `/chosen`, counted apart from the parser.
+fn domain_nodes(dtb: &[u8]) -> usize {
+    let Ok(fdt) = Fdt::new(dtb) else { return 0 };
+    let Some(chosen) = fdt.root().children().find(|c| c.name() == "chosen") else {
+        return 0;
+    };
+    chosen
+        .children()
+        .filter(|n| {
+            n.property("compatible")
+                .is_some_and(|c| c.split(|&b| b == 0).any(|s| s == b"xen,domain"))
+        })
+        .count()
+}
+
+fn invariants(dtb: &[u8], boot: &Boot<'_>) {
+    let all: Vec<_> = boot.modules.iter().collect();
+    assert_eq!(all.len(), boot.modules.len());
+    assert!(all.len() <= MAX_MODULES);
+    // Distinct entries never share a byte (identical ones are one entry).
+    for (i, m) in all.iter().enumerate() {
+        assert!(m.range.start < m.range.end, "empty module {m:?}");
+        assert_ne!(m.owners, 0, "{m:?} has no owner");
+        assert!(
+            m.owner < 32 && m.owners & (1 << m.owner) != 0,
+            "{m:?} lacks its own bit"
+        );
+        // Owner n is domains[n - 1], owner 0 the top-level set.
+        assert!(
+            m.owners >> (boot.domains.len() + 1) == 0,
+            "{m:?}: stray owner"
+        );
+        for o in &all[..i] {
+            assert!(
+                m.range.end <= o.range.start || o.range.end <= m.range.start,
+                "{m:?} overlaps {o:?}"
+            );
+        }
+    }
+    assert!(boot.domains.len() <= MAX_DOMAINS);
+    let refused = boot.errors.len() + boot.errors_dropped as usize;
+    assert_eq!(
+        boot.domains.len() + refused,
+        domain_nodes(dtb),
+        "a domain node neither built nor refused"
+    );
+    for (i, d) in boot.domains.iter().enumerate() {
+        let bit = 1u32 << (i + 1);
+        assert!((MIN_MEMORY..=MAX_MEMORY).contains(&d.memory));
+        assert_eq!(d.memory % MEMORY_ALIGN, 0);
+        assert!((1..=MAX_VCPUS).contains(&d.cpus));
+        assert!(d.affinity[d.cpus as usize..].iter().all(|&a| a == 0));
+        assert!(!d.direct_map);
+        let mut used = GUEST_DTB_ROOM;
+        for m in [Some(d.kernel), d.ramdisk, d.device_tree]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                RAM.iter().any(|r| r.contains(&m.range)),
+                "{m:?} of {} outside RAM",
+                d.node
+            );
+            assert!(
+                all.iter()
+                    .any(|t| t.owners & bit != 0 && t.range == m.range && t.kind == m.kind),
+                "{m:?} of {} not in the table",
+                d.node
+            );
+            used += m.range.size();
+        }
+        assert!(used <= d.memory, "{}: modules do not fit", d.node);
+        // The table holds no module of this domain beyond the three.
+        assert!(all.iter().filter(|t| t.owners & bit != 0).count() <= 3);
+    }
+    for e in &boot.errors {
+        let s = e.to_string();
+        assert!(
+            s.starts_with("/chosen/") && s.ends_with("; domain not built"),
+            "{s}"
+        );
+        assert!(!s.contains('\n'));
+    }
+    // The dom0 set agrees with the dom0-only reader.
+    match (Modules::from_fdt(dtb), boot.dom0_error) {
+        (Ok(m), None) => {
+            assert_eq!(m.len(), all.iter().filter(|t| t.owners & 1 != 0).count());
+            assert_eq!(
+                boot.dom0.map(|(k, _)| k.range),
+                m.first(common::modules::ModuleKind::Kernel)
+                    .map(|k| k.range)
+            );
+        }
+        (Err(a), Some(b)) => assert_eq!(a, b),
+        (a, b) => panic!("dom0 readers disagree: {a:?} vs {b:?}"),
+    }
+    if let Some(e) = boot.dom0_error {
+        assert!(
+            all.iter().all(|t| t.owners & 1 == 0),
+            "{e:?} not rolled back"
+        );
+    }
+    let _ = format!("{boot:?}");
+}
+
+/// Reads choices from the fuzz input; zeros once it runs out. A zero picks
+/// the plausible choice everywhere, so short inputs write valid domains.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    fn below(&mut self, n: u8) -> u8 {
+        self.u8() % n
+    }
+    /// True `in_8` times in 8; false on a zero.
+    fn chance(&mut self, in_8: u8) -> bool {
+        self.below(8) >= 8 - in_8
+    }
+}
+
+/// Cells as a property value.
+fn cells(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|c| c.to_be_bytes()).collect()
+}
+
+/// A `(base, size)` in `a` and `s` cells (1 or 2; other counts get 2).
+fn reg(base: u64, size: u64, a: u32, s: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (x, n) in [(base, a), (size, s)] {
+        if n == 1 {
+            v.extend_from_slice(&(x as u32).to_be_bytes());
+        } else {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+    }
+    v
+}
+
+/// Writes a tree from `data`; `None` if the writer refuses it.
+fn generate(data: &[u8]) -> Option<Vec<u8>> {
+    let mut inp = Input(data);
+    let mut w = FdtWriter::new().ok()?;
+    let root = w.begin_node("").ok()?;
+    let root_cells = match inp.below(4) {
+        0 => Some((2, 2)),
+        1 => Some((2, 1)),
+        2 => Some((1, 1)),
+        _ => None,
+    };
+    if let Some((a, s)) = root_cells {
+        w.property_u32("#address-cells", a).ok()?;
+        w.property_u32("#size-cells", s).ok()?;
+    }
+    let chosen = w.begin_node("chosen").ok()?;
+    let chosen_cells = if inp.chance(2) {
+        let c = (1 + u32::from(inp.below(3)), 1 + u32::from(inp.below(2)));
+        w.property_u32("#address-cells", c.0).ok()?;
+        w.property_u32("#size-cells", c.1).ok()?;
+        Some(c)
+    } else {
+        None
+    };
+    let parent_cells = chosen_cells.or(root_cells).unwrap_or((2, 1));
+    // Dense trees give every domain three modules of its own first, so
+    // the module table fills up.
+    let dense = inp.chance(2);
+    if inp.chance(4) {
+        w.property_string("xen,xen-bootargs", "console=dtuart sched=null")
+            .ok()?;
+    }
+    // Top-level (dom0) modules.
+    for i in 0..inp.below(4) {
+        let name = format!("module@{i}");
+        module(&mut inp, &mut w, &name, parent_cells)?;
+    }
+    let domains = if dense {
+        11 + inp.below(8)
+    } else {
+        inp.below(MAX_DOMAINS as u8 + 6)
+    };
+    for d in 0..domains {
+        domain(&mut inp, &mut w, d, parent_cells, dense)?;
+    }
+    w.end_node(chosen).ok()?;
+    w.end_node(root).ok()?;
+    w.finish().ok()
+}
+
+/// A module node whose `reg` uses `(a, s)` cells, usually a valid one.
+fn module(inp: &mut Input<'_>, w: &mut FdtWriter, name: &str, (a, s): (u32, u32)) -> Option<()> {
+    let n = w.begin_node(name).ok()?;
+    let compat: &[&str] = match inp.below(5) {
+        0 => &["multiboot,kernel", "multiboot,module"],
+        1 => &["multiboot,ramdisk", "multiboot,module"],
+        2 => &["multiboot,device-tree", "multiboot,module"],
+        3 => &["multiboot,module"],
+        _ => &["multiboot,kernel"],
+    };
+    w.property_string_list("compatible", compat.iter().map(|s| s.to_string()).collect())
+        .ok()?;
+    // Bases on a 1 MiB grid across and past the RAM, so modules collide,
+    // coincide (and are shared) or fall outside.
+    let base = match inp.below(8) {
+        5 => u64::from(inp.u32()) << 12,
+        6 => u64::MAX - 0xfff,
+        7 => 0x1_0000_0000 + (u64::from(inp.u8()) << 20),
+        3 | 4 => 0x4000_0000 + (u64::from(inp.u8()) << 21),
+        _ => 0x4000_0000 + (u64::from(inp.below(8)) << 21),
+    };
+    let size = match inp.below(8) {
+        5 => 0,
+        6 => u64::from(inp.u32()),
+        7 => 64 << 20,
+        _ => u64::from(inp.below(4) + 1) << 19,
+    };
+    let (a, s) = if inp.chance(1) { (2, 2) } else { (a, s) };
+    w.property("reg", &reg(base, size, a, s)).ok()?;
+    if inp.chance(2) {
+        w.property_string("bootargs", "console=hvc0").ok()?;
+    }
+    w.end_node(n).ok()
+}
+
+fn domain(
+    inp: &mut Input<'_>,
+    w: &mut FdtWriter,
+    i: u8,
+    parent: (u32, u32),
+    dense: bool,
+) -> Option<()> {
+    let n = w.begin_node(&format!("domU{i}")).ok()?;
+    let compat = if inp.chance(1) {
+        "vendor,thing"
+    } else {
+        "xen,domain"
+    };
+    w.property_string("compatible", compat).ok()?;
+    let own_cells = match inp.below(8) {
+        1 | 2 => Some((1, 1)),
+        3 | 4 => Some((2, 2)),
+        5 => Some((3, 1)),
+        _ => None,
+    };
+    if let Some((a, s)) = own_cells {
+        w.property_u32("#address-cells", a).ok()?;
+        w.property_u32("#size-cells", s).ok()?;
+    }
+    let kib = match inp.below(16) {
+        12 => inp.u32(),
+        13 => 4095,
+        14 => 3 << 20,
+        15 => (3 << 20) + 1,
+        _ => u32::from(inp.u8()) * 1024 + 4096,
+    };
+    match inp.below(16) {
+        12 => {}
+        13 => w.property("memory", &cells(&[0, 0, kib])).ok()?,
+        14 => w.property("memory", &cells(&[inp.u32(), kib])).ok()?,
+        15 | 11 | 10 => w.property_u32("memory", kib).ok()?,
+        _ => w.property("memory", &cells(&[0, kib])).ok()?,
+    }
+    let cpus = match inp.below(16) {
+        14 => inp.u32(),
+        15 => 0,
+        _ => 1 + u32::from(inp.below(9)),
+    };
+    if !inp.chance(1) {
+        w.property_u32("cpus", cpus).ok()?;
+    }
+    if inp.chance(2) {
+        w.property_null("vpl011").ok()?;
+    }
+    if inp.chance(2) {
+        w.property_u32("capabilities", u32::from(inp.below(9)))
+            .ok()?;
+    }
+    if inp.chance(1) && inp.chance(1) {
+        w.property_null("direct-map").ok()?;
+    }
+    let strings = [
+        ("passthrough", ["enabled", "disabled", "maybe"]),
+        ("xen,enhanced", ["enabled", "no-xenstore", ""]),
+        ("hv,on-crash", ["destroy", "restart", "explode"]),
+    ];
+    for (name, values) in strings {
+        if inp.chance(2) {
+            let v = values[usize::from(inp.below(3))];
+            if v.is_empty() {
+                w.property_null(name).ok()?;
+            } else {
+                w.property_string(name, v).ok()?;
+            }
+        }
+    }
+    let cells = own_cells.unwrap_or(parent);
+    if dense {
+        let kinds = [
+            "multiboot,kernel",
+            "multiboot,ramdisk",
+            "multiboot,device-tree",
+        ];
+        for (j, kind) in (0u64..).zip(kinds) {
+            let m = w.begin_node(&format!("m{j}")).ok()?;
+            w.property_string_list("compatible", vec![kind.into(), "multiboot,module".into()])
+                .ok()?;
+            let base = 0x4000_0000 + ((u64::from(i) * 3 + j) << 22);
+            w.property("reg", &reg(base, 0x1_0000, cells.0, cells.1))
+                .ok()?;
+            w.end_node(m).ok()?;
+        }
+    }
+    let children = if dense { 0 } else { 1 + inp.below(6) };
+    for c in 0..children {
+        let name = format!("c{c}");
+        match inp.below(10) {
+            0..=4 => module(inp, w, &name, cells)?,
+            5 | 6 => {
+                let v = w.begin_node(&name).ok()?;
+                w.property_string("compatible", "xen,vcpu").ok()?;
+                if !inp.chance(1) {
+                    w.property_u32("id", u32::from(inp.below(10))).ok()?;
+                }
+                let list: Vec<u32> = (0..=inp.below(3))
+                    .map(|_| u32::from(inp.below(70)))
+                    .collect();
+                w.property_array_u32("hard-affinity", &list).ok()?;
+                w.end_node(v).ok()?;
+            }
+            7 => {
+                let e = w.begin_node(&name).ok()?;
+                let compat = if inp.chance(4) {
+                    "xen,evtchn-v1"
+                } else {
+                    "xen,domain-shared-memory-v1"
+                };
+                w.property_string("compatible", compat).ok()?;
+                w.end_node(e).ok()?;
+            }
+            8 => {
+                let e = w.begin_node(&name).ok()?;
+                w.property_string("compatible", "vendor,gpu").ok()?;
+                w.end_node(e).ok()?;
+            }
+            _ => {
+                let e = w.begin_node(&name).ok()?;
+                w.property_string("label", "ignored").ok()?;
+                w.end_node(e).ok()?;
+            }
+        }
+    }
+    w.end_node(n).ok()
+}
