@@ -10,5 +10,6 @@ pub mod image;
 pub mod linux;
 pub mod log;
 pub mod qemu;
+pub mod scenario;
 pub mod suite;
 pub mod testguest;
