@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod console_mux;
 pub mod esr;
 pub mod guest_dt;
 pub mod image;

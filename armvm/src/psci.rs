@@ -35,6 +35,12 @@ pub const SYSTEM_OFF: u32 = 0x8400_0008;
 pub const SYSTEM_RESET: u32 = 0x8400_0009;
 /// PSCI_FEATURES.
 pub const PSCI_FEATURES: u32 = 0x8400_000a;
+/// SYSTEM_RESET2, SMC32 (PSCI 1.1).
+pub const SYSTEM_RESET2: u32 = 0x8400_0012;
+/// SYSTEM_RESET2, SMC64.
+pub const SYSTEM_RESET2_64: u32 = 0xc400_0012;
+/// SYSTEM_RESET2's one architectural reset type.
+pub const SYSTEM_WARM_RESET: u32 = 0;
 /// SMCCC_VERSION.
 pub const SMCCC_VERSION: u32 = 0x8000_0000;
 /// SMCCC_ARCH_FEATURES.
@@ -120,6 +126,13 @@ pub enum Call {
     SystemOff,
     /// SYSTEM_RESET.
     SystemReset,
+    /// SYSTEM_RESET2.
+    SystemReset2 {
+        /// Bit 31 set: vendor-specific; else architectural (0 = warm).
+        reset_type: u32,
+        /// Passed to the reset, meaning defined by the type.
+        cookie: u64,
+    },
     /// PSCI_FEATURES.
     Features {
         /// The function asked about.
@@ -170,6 +183,10 @@ pub fn decode(x0: u64, x1: u64, x2: u64, x3: u64) -> Call {
         MIGRATE_INFO_TYPE => Call::MigrateInfoType,
         SYSTEM_OFF => Call::SystemOff,
         SYSTEM_RESET => Call::SystemReset,
+        SYSTEM_RESET2 | SYSTEM_RESET2_64 => Call::SystemReset2 {
+            reset_type: a1 as u32,
+            cookie: a2,
+        },
         PSCI_FEATURES => Call::Features {
             function_id: a1 as u32,
         },
@@ -190,7 +207,8 @@ pub fn features(function_id: u32) -> i32 {
     match function_id {
         PSCI_VERSION | CPU_SUSPEND | CPU_SUSPEND_64 | CPU_OFF | CPU_ON | CPU_ON_64
         | AFFINITY_INFO | AFFINITY_INFO_64 | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET
-        | PSCI_FEATURES | SMCCC_VERSION | SMCCC_ARCH_FEATURES => SUCCESS,
+        | SYSTEM_RESET2 | SYSTEM_RESET2_64 | PSCI_FEATURES | SMCCC_VERSION
+        | SMCCC_ARCH_FEATURES => SUCCESS,
         _ => NOT_SUPPORTED,
     }
 }
@@ -224,6 +242,20 @@ mod tests {
         assert_eq!(decode(0x8400_0006, 0, 0, 0), Call::MigrateInfoType);
         assert_eq!(decode(0x8400_0008, 0, 0, 0), Call::SystemOff);
         assert_eq!(decode(0x8400_0009, 0, 0, 0), Call::SystemReset);
+        assert_eq!(
+            decode(0x8400_0012, 1 << 32, 7, 0),
+            Call::SystemReset2 {
+                reset_type: SYSTEM_WARM_RESET,
+                cookie: 7
+            }
+        );
+        assert_eq!(
+            decode(0xc400_0012, 0x8000_0001, 1 << 40, 0),
+            Call::SystemReset2 {
+                reset_type: 0x8000_0001,
+                cookie: 1 << 40
+            }
+        );
         assert_eq!(decode(0x8000_0000, 0, 0, 0), Call::SmcccVersion);
     }
 
@@ -327,7 +359,6 @@ mod tests {
             0u32,
             0x8400_0005, // MIGRATE
             0x8400_0007, // MIGRATE_INFO_UP_CPU
-            0x8400_0012, // SYSTEM_RESET2
             0xc400_0002, // CPU_OFF has no SMC64 form
             0xc400_0000,
             0xc400_000a,
@@ -354,6 +385,8 @@ mod tests {
             MIGRATE_INFO_TYPE,
             SYSTEM_OFF,
             SYSTEM_RESET,
+            SYSTEM_RESET2,
+            SYSTEM_RESET2_64,
             PSCI_FEATURES,
             SMCCC_VERSION,
             SMCCC_ARCH_FEATURES,

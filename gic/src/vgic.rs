@@ -1035,6 +1035,24 @@ impl VGic {
         mask | self.notify(s)
     }
 
+    /// Cuts the link between `intid` of `vcpu` and the physical interrupt it
+    /// forwards, keeping the virtual pending and active state: used when
+    /// the vCPU leaves its CPU while the guest still owes the deactivation
+    /// (its virtual timer, say). Returns the physical INTID, which the
+    /// caller must now deactivate itself; None when nothing is forwarded or
+    /// the interrupt sits in a list register (call after `sync_lrs`).
+    pub fn unforward(&mut self, vcpu: usize, intid: u32) -> Option<u32> {
+        if vcpu >= self.nr_vcpus {
+            return None;
+        }
+        let s = self.slot(vcpu, intid)?;
+        let irq = self.irq_mut(s);
+        if irq.lr_vcpu.is_some() {
+            return None;
+        }
+        irq.hw.take().map(u32::from)
+    }
+
     // ---- list registers ----
 
     /// On guest exit: the values of the list registers the last `fill_lrs`
@@ -2139,6 +2157,33 @@ mod tests {
         // Now inactive: the pending one goes where IROUTER says.
         assert_eq!(g.take_kicks(), 0b10);
         assert_eq!(fill(&mut g, 1, 4).1.used, 1);
+    }
+
+    #[test]
+    fn unforward_keeps_the_virtual_state() {
+        let mut g = two();
+        ppi(&mut g, 0, 27, 0);
+        rw(&mut g, 0, GICR_WAKER, 0);
+        assert_eq!(g.unforward(0, 27), None, "nothing forwarded yet");
+        g.inject_hw(0, 27, 27);
+        let (lrs, _) = fill(&mut g, 0, 4);
+        assert_eq!(g.unforward(0, 27), None, "in an LR");
+        // The guest acknowledged it: active in the LR when the vCPU left.
+        let active = (lrs[0] & !LR_PENDING) | LR_ACTIVE;
+        g.sync_lrs(0, &[active]);
+        assert_eq!(g.unforward(0, 27), Some(27));
+        assert_eq!(g.unforward(0, 27), None, "only once");
+        assert_eq!(g.unforward(5, 27), None);
+        // Back in: still active, now without the HW bit, with an EOI request.
+        let (lrs, fill_) = fill(&mut g, 0, 4);
+        assert_eq!(fill_.used, 1);
+        assert_eq!(lrs[0] & LR_HW, 0);
+        assert_ne!(lrs[0] & LR_ACTIVE, 0);
+        assert_eq!(
+            drained(&mut g, 0).1,
+            0,
+            "the caller deactivates, not the drain list"
+        );
     }
 
     #[test]

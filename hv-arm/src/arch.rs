@@ -56,6 +56,17 @@ pub fn hyp_timer_arm(ticks: u32) {
     barrier::isb(barrier::SY);
 }
 
+/// Arms the EL2 physical timer to fire when the counter reaches `at`.
+pub fn hyp_timer_at(at: u64) {
+    // SAFETY: writes the EL2 physical timer's compare value, a register of
+    // this CPU that only the hypervisor owns; it has no memory effects.
+    unsafe {
+        core::arch::asm!("msr cnthp_cval_el2, {0}", in(reg) at, options(nomem, nostack, preserves_flags));
+    }
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+    barrier::isb(barrier::SY);
+}
+
 /// Stops the EL2 physical timer (its interrupt deasserts).
 pub fn hyp_timer_stop() {
     CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR + CNTHP_CTL_EL2::IMASK::SET);

@@ -1,13 +1,16 @@
-//! The plain-text console: banner, board facts and (later) guest consoles.
+//! The plain-text console: banner, board facts and the guests' consoles
+//! (each line prefixed with its domain's name; input to one domain at a
+//! time, CTRL-A three times to switch).
 //!
 //! Owns the console UART. The hypervisor's own log never goes here unless
 //! the `text-log` feature asks for it, so a terminal shows readable text and
 //! the log channel carries defmt frames only.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use crate::arch::Lock as Mutex;
+use armvm::console_mux::InputSwitch;
 use boards::{Uart, UartKind};
 
 /// A transmit-only UART driver for the kinds the profiles name.
@@ -134,24 +137,199 @@ macro_rules! println {
 /// Whether guest console lines get a `[hv S.UUUUUU] ` prefix (time since
 /// hypervisor entry), like Xen's `console_timestamps`.
 static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
-/// Set when the last guest byte written ended a line.
-static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 /// Turns the guest-console timestamps on or off.
 pub fn set_timestamps(on: bool) {
     TIMESTAMPS.store(on, Ordering::Relaxed);
 }
 
-/// Writes a byte of guest console output as it is (the guest sends its
-/// own `\r\n`).
-pub fn guest_put(byte: u8) {
-    let mut tx = CONSOLE.lock();
-    if TIMESTAMPS.load(Ordering::Relaxed) && AT_LINE_START.load(Ordering::Relaxed) {
+/// Longest guest line held back (longer ones are cut).
+const LINE_MAX: usize = 256;
+/// Domain ids the console keeps state for (ids are 1-based).
+const MAX_IDS: usize = crate::sched::MAX_DOMAINS + 1;
+
+/// One domain's console output state.
+struct GuestOut {
+    line: [u8; LINE_MAX],
+    len: usize,
+    /// Its next byte starts a line (gets the prefix).
+    at_start: bool,
+}
+
+/// Every domain's output state and which of them has a partial line on
+/// the console. Lock order: this, then [`CONSOLE`].
+struct Outputs {
+    doms: [GuestOut; MAX_IDS],
+    /// Domain id whose line is open on the console (0: none).
+    open: u16,
+}
+
+static OUTPUTS: Mutex<Outputs> = Mutex::new(Outputs {
+    doms: [const {
+        GuestOut {
+            line: [0; LINE_MAX],
+            len: 0,
+            at_start: true,
+        }
+    }; MAX_IDS],
+    open: 0,
+});
+
+/// Domain id with the input focus (0: none).
+static FOCUS: AtomicU16 = AtomicU16::new(0);
+/// The CTRL-A recogniser.
+static SWITCH: Mutex<InputSwitch> = Mutex::new(InputSwitch::new());
+
+fn prefix(tx: &mut UartTx, name: &str) {
+    if TIMESTAMPS.load(Ordering::Relaxed) {
         let us = crate::time::uptime_us();
         let _ = write!(tx, "[hv {}.{:06}] ", us / 1_000_000, us % 1_000_000);
     }
-    AT_LINE_START.store(byte == b'\n', Ordering::Relaxed);
-    tx.put(byte);
+    let _ = write!(tx, "({}) ", name);
+}
+
+/// Ends another domain's open line so `id` can write.
+fn close_other(o: &mut Outputs, tx: &mut UartTx, id: u16) {
+    if o.open != 0 && o.open != id {
+        tx.write_bytes(b"\n");
+        if let Some(d) = o.doms.get_mut(usize::from(o.open)) {
+            d.at_start = true;
+        }
+        o.open = 0;
+    }
+}
+
+/// One byte of a domain's console output. Every line is shown prefixed
+/// with `(name) `, a whole line at a time, so lines of different domains
+/// never mix. A partial line (a shell prompt, typed characters echoed)
+/// of the domain with the input focus shows as soon as that domain idles
+/// ([`guest_idle`]).
+pub fn guest_put(id: u16, name: &str, byte: u8) {
+    let irqs = crate::arch::irq_save();
+    let mut o = OUTPUTS.lock();
+    if let Some(d) = o.doms.get_mut(usize::from(id)) {
+        if d.len < LINE_MAX {
+            d.line[d.len] = byte;
+            d.len += 1;
+        }
+        if byte == b'\n' || d.len == LINE_MAX {
+            flush(&mut o, id, name);
+        }
+    }
+    drop(o);
+    crate::arch::irq_restore(irqs);
+}
+
+/// A vCPU of domain `id` waits for an interrupt: if the domain has the
+/// input focus, its partial line is shown (it is likely waiting for
+/// input after a prompt).
+pub fn guest_idle(id: u16, name: &str) {
+    if FOCUS.load(Ordering::Relaxed) != id {
+        return;
+    }
+    let irqs = crate::arch::irq_save();
+    let mut o = OUTPUTS.lock();
+    flush(&mut o, id, name);
+    drop(o);
+    crate::arch::irq_restore(irqs);
+}
+
+/// Writes what domain `id` holds back (a whole line, or a partial one
+/// when it takes the focus).
+fn flush(o: &mut Outputs, id: u16, name: &str) {
+    let idx = usize::from(id);
+    if idx >= MAX_IDS || o.doms[idx].len == 0 {
+        return;
+    }
+    let mut tx = CONSOLE.lock();
+    close_other(o, &mut tx, id);
+    let d = &mut o.doms[idx];
+    if d.at_start {
+        prefix(&mut tx, name);
+    }
+    for &b in &d.line[..d.len] {
+        tx.put(b);
+    }
+    let ended = d.line[d.len - 1] == b'\n';
+    if !ended && d.len == LINE_MAX {
+        // A line too long to hold: cut here, the rest gets a new prefix.
+        tx.write_bytes(b"\n");
+    }
+    d.at_start = ended || d.len == LINE_MAX;
+    d.len = 0;
+    o.open = if d.at_start { 0 } else { id };
+}
+
+/// The domain id with the input focus.
+pub fn focus() -> Option<u16> {
+    match FOCUS.load(Ordering::Relaxed) {
+        0 => None,
+        id => Some(id),
+    }
+}
+
+/// Gives the input focus to the first live domain with a vPL011 after
+/// `after` (0: from the start), wrapping around; says so on the console.
+pub fn move_focus(after: u16) {
+    let doms = crate::sched::domains();
+    let pick = doms
+        .iter()
+        .filter(|d| d.id > after)
+        .chain(doms.iter())
+        .find(|d| !d.is_dead() && d.has_vpl011());
+    let irqs = crate::arch::irq_save();
+    let mut o = OUTPUTS.lock();
+    match pick {
+        Some(d) => {
+            FOCUS.store(d.id, Ordering::Relaxed);
+            {
+                let mut tx = CONSOLE.lock();
+                close_other(&mut o, &mut tx, 0);
+                let _ = writeln!(
+                    tx,
+                    "(hv) console input goes to {} (CTRL-A three times to switch)",
+                    d.name()
+                );
+            }
+            // Whatever it had held back (its prompt, say) shows now.
+            flush(&mut o, d.id, d.name());
+        }
+        None => FOCUS.store(0, Ordering::Relaxed),
+    }
+    drop(o);
+    crate::arch::irq_restore(irqs);
+}
+
+/// A domain was destroyed: what it held back is shown, and the input
+/// focus moves on if it had it.
+pub fn domain_gone(id: u16) {
+    if let Some(d) = crate::sched::domain(id) {
+        let irqs = crate::arch::irq_save();
+        let mut o = OUTPUTS.lock();
+        flush(&mut o, id, d.name());
+        if o.open == id {
+            o.open = 0;
+            CONSOLE.lock().write_bytes(b"\n");
+        }
+        if let Some(s) = o.doms.get_mut(usize::from(id)) {
+            s.at_start = true;
+        }
+        drop(o);
+        crate::arch::irq_restore(irqs);
+    }
+    if FOCUS.load(Ordering::Relaxed) == id {
+        move_focus(id);
+    }
+}
+
+/// Feeds one byte typed on the console through the CTRL-A switch; returns
+/// the bytes for the focused domain (the focus may have moved first).
+pub fn filter_input(b: u8) -> impl Iterator<Item = u8> {
+    let fed = SWITCH.lock().feed(b);
+    if fed.switch {
+        move_focus(FOCUS.load(Ordering::Relaxed));
+    }
+    fed.bytes()
 }
 
 /// Console input: unmasks the PL011's receive and receive-timeout

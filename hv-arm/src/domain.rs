@@ -1,27 +1,37 @@
 //! A domain: its memory, stage-2 translation, virtual devices and vCPUs,
-//! and the lifecycle around them (build, reboot, power-off, crash).
+//! and the lifecycle around them (build, reboot, power-off, crash,
+//! destroy).
 //!
-//! The domain owns guest RAM as one contiguous, 2 MiB-aligned piece of host
-//! memory, mapped at the fixed guest address `armvm::layout::RAM0_BASE`.
-//! It is scrubbed before every (re)build, so nothing from a previous life or
-//! from the host reaches the guest. Boot modules stay where the boot loader
-//! put them (the heap never hands them out), so a reboot reloads them.
+//! Guest RAM is one contiguous range of guest addresses from
+//! `armvm::layout::RAM0_BASE`, backed by a few power-of-two pieces of host
+//! memory taken from the heap (so a 192 MiB domain costs 192 MiB, not the
+//! 256 MiB one buddy block would), each mapped by stage 2. It is scrubbed
+//! before every (re)build and when the domain is destroyed, so nothing from
+//! a previous life, another domain or the host reaches a guest. Boot
+//! modules stay where the boot loader put them (the heap never hands them
+//! out), so a reboot or a restart after a crash reloads them.
 //!
-//! vCPUs are pinned 1:1 to physical CPUs: vCPU n runs on CPU n. A vCPU's
-//! power state moves OFF → ON_PENDING (PSCI CPU_ON, or the build for vCPU 0)
-//! → ON (its CPU picked it up) → OFF (CPU_OFF, or the domain stopping).
-//! Stopping (SYSTEM_OFF, SYSTEM_RESET, a crash) is a request every vCPU
-//! sees at its next exit; the last vCPU to stop carries it out.
+//! Each vCPU is placed on one physical CPU for its life (see [`crate::sched`]).
+//! Its power state moves OFF → ON_PENDING (PSCI CPU_ON, or the build for
+//! vCPU 0) → ON (its CPU picked it up) → OFF (CPU_OFF, or the domain
+//! stopping). Stopping (SYSTEM_OFF, SYSTEM_RESET, a crash) is a request
+//! every vCPU sees at its next exit; the last vCPU to stop carries it out:
+//! a rebuild (reboot, or a crash under `hv,on-crash = "restart"`) or the
+//! domain's destruction (power-off, or a crash under "destroy"), which
+//! scrubs its memory and returns it to the heap.
 
-use alloc::alloc::{Layout, alloc};
+use alloc::alloc::{Layout, alloc, dealloc};
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::arch::Lock as Mutex;
+use crate::guest_entry::GuestRegs;
+use crate::sysregs::El1Regs;
 use armvm::layout;
 use armvm::pl011::Pl011;
+use common::dom0less::OnCrash;
 use common::memory::PhysRange;
 use gic::vgic::{VGic, VcpuMask};
 
@@ -60,17 +70,31 @@ impl Stop {
     }
 }
 
+/// What a vCPU's physical CPU keeps of it while it is not running.
+pub struct VcpuCtx {
+    /// General-purpose and FP/SIMD registers, PC and PSTATE.
+    pub regs: GuestRegs,
+    /// EL1 system registers, virtual timer and vGIC interface state.
+    pub el1: El1Regs,
+    /// It executed WFI with nothing to take and left its CPU to another
+    /// vCPU; it runs again when an interrupt is deliverable or its timer
+    /// is due.
+    pub blocked: bool,
+}
+
 /// One virtual CPU.
 pub struct Vcpu {
     /// Index in the domain (also its Aff0/Aff1, see `layout::vcpu_mpidr`).
     pub id: u32,
-    /// The physical CPU it is pinned to (logical id).
+    /// The physical CPU it is placed on (logical id).
     pub pcpu: usize,
     /// MPIDR of that physical CPU (to send it SGIs).
     pub pcpu_mpidr: u64,
     power: AtomicU8,
     /// Entry point and context id for the next power-on.
     boot: Mutex<(u64, u64)>,
+    /// Its saved state; only its own physical CPU takes this lock.
+    pub ctx: Mutex<Box<VcpuCtx>>,
 }
 
 impl Vcpu {
@@ -82,26 +106,151 @@ impl Vcpu {
 
 /// What a domain is built from.
 pub struct DomainConfig {
-    /// Name for messages.
+    /// Name for messages and the console prefix.
     pub name: String,
     /// Guest RAM in bytes (multiple of 2 MiB).
     pub ram_size: u64,
-    /// vCPUs, pinned to physical CPUs 0..n with these MPIDRs.
-    pub pcpu_mpidrs: Vec<u64>,
+    /// Per vCPU: the physical CPU (logical id) and its MPIDR.
+    pub placement: Vec<(usize, u64)>,
     /// The kernel module.
     pub kernel: PhysRange,
     /// The ramdisk module.
     pub initrd: Option<PhysRange>,
     /// The kernel command line.
     pub bootargs: String,
+    /// Whether the guest gets a virtual PL011 (its console).
+    pub vpl011: bool,
+    /// What a crash leads to.
+    pub on_crash: OnCrash,
 }
+
+/// One piece of a domain's RAM: `size` bytes at host `pa`, seen by the
+/// guest at RAM offset `off`.
+#[derive(Clone, Copy)]
+struct Piece {
+    off: u64,
+    pa: u64,
+    size: u64,
+}
+
+/// A domain's RAM: host pieces covering guest offsets 0..size in order.
+pub struct GuestRam {
+    pieces: Vec<Piece>,
+    size: u64,
+}
+
+/// The smallest piece: stage 2 maps 2 MiB blocks.
+const PIECE_MIN: u64 = 2 << 20;
+
+impl GuestRam {
+    /// Takes `size` bytes (a multiple of 2 MiB) from the heap in
+    /// power-of-two pieces, largest first; a piece the heap cannot give is
+    /// split in two, down to 2 MiB. Everything is given back on failure.
+    fn alloc(size: u64) -> Result<Self, BuildError> {
+        let mut ram = GuestRam {
+            pieces: Vec::new(),
+            size: 0,
+        };
+        let mut want: Vec<u64> = (0..64)
+            .rev()
+            .map(|b| 1u64 << b)
+            .filter(|&p| size & p != 0)
+            .collect();
+        // `want` is used as a stack: the next piece is at its end.
+        want.reverse();
+        while let Some(piece) = want.pop() {
+            let layout = Layout::from_size_align(piece as usize, PIECE_MIN as usize)
+                .map_err(|_| BuildError::NoMemory(size))?;
+            // SAFETY: non-zero size; the piece is scrubbed before any use.
+            let p = unsafe { alloc(layout) };
+            if !p.is_null() {
+                ram.pieces.push(Piece {
+                    off: ram.size,
+                    pa: p as u64,
+                    size: piece,
+                });
+                ram.size += piece;
+            } else if piece > PIECE_MIN {
+                want.push(piece / 2);
+                want.push(piece / 2);
+            } else {
+                ram.free();
+                return Err(BuildError::NoMemory(size));
+            }
+        }
+        Ok(ram)
+    }
+
+    /// Calls `f(host address, length)` for each host range backing guest
+    /// RAM offsets `off..off+len` (clipped to the RAM), in order.
+    fn for_range(&self, off: u64, len: u64, mut f: impl FnMut(u64, u64)) {
+        let end = off.saturating_add(len).min(self.size);
+        for p in &self.pieces {
+            let s = off.max(p.off);
+            let e = end.min(p.off + p.size);
+            if s < e {
+                f(p.pa + (s - p.off), e - s);
+            }
+        }
+    }
+
+    /// Zeroes guest RAM `off..off+len` (512-byte aligned) to the point of
+    /// coherency.
+    fn scrub(&self, off: u64, len: u64) {
+        self.for_range(off, len, |pa, n| {
+            // SAFETY: a range of this domain's own pieces, which no vCPU
+            // runs on while the domain is built or torn down.
+            unsafe { mem::scrub(pa as usize, n as usize) }
+        });
+    }
+
+    /// Copies `bytes` to guest RAM offset `off` (the caller checked it fits).
+    fn load(&self, off: u64, bytes: &[u8]) {
+        let mut done = 0usize;
+        self.for_range(off, bytes.len() as u64, |pa, n| {
+            let n = n as usize;
+            if let Some(chunk) = bytes.get(done..done + n) {
+                // SAFETY: inside this domain's own pieces; `bytes` is a boot
+                // module, which never overlaps heap memory.
+                unsafe { mem::load(pa as usize, chunk) };
+            }
+            done += n;
+        });
+    }
+
+    /// Maps every piece into `stage2` at `RAM0_BASE + off`.
+    fn map(&self, stage2: &mut Stage2) -> Result<(), BuildError> {
+        for p in &self.pieces {
+            stage2
+                .map(layout::RAM0_BASE + p.off, p.pa, p.size, Access::ReadWrite)
+                .map_err(BuildError::Stage2)?;
+        }
+        Ok(())
+    }
+
+    /// Returns every piece to the heap.
+    fn free(&mut self) {
+        for p in self.pieces.drain(..) {
+            if let Ok(layout) = Layout::from_size_align(p.size as usize, PIECE_MIN as usize) {
+                // SAFETY: allocated in `alloc` with this layout, freed once
+                // (drained from the list).
+                unsafe { dealloc(p.pa as *mut u8, layout) };
+            }
+        }
+        self.size = 0;
+    }
+}
+
+/// Lifecycle of a domain.
+const LIVE: u8 = 0;
+const DEAD: u8 = 1;
 
 /// A guest.
 pub struct Domain {
-    /// Domain id (1-based; a capability model replaces "domid 0" later).
+    /// Domain id, also its stage-2 VMID (1-based, in build order).
     pub id: u16,
     cfg: DomainConfig,
-    ram_pa: u64,
+    ram: Mutex<GuestRam>,
     stage2: Stage2,
     /// The virtual GIC (on the heap: it is about 15 KiB).
     pub vgic: Mutex<Box<VGic>>,
@@ -112,6 +261,7 @@ pub struct Domain {
     cntvoff: AtomicU64,
     restarts: AtomicU32,
     stop: AtomicU8,
+    state: AtomicU8,
     /// vCPUs not OFF.
     active: AtomicU32,
     /// Where the kernel starts (IPA).
@@ -136,17 +286,20 @@ pub enum BuildError {
     TooBig(&'static str),
     /// Guest RAM not a multiple of 2 MiB between 4 MiB and 3 GiB.
     BadMemory(u64),
-    /// No vCPU.
-    NoVcpus,
+    /// No vCPU, or more than the vGIC serves.
+    BadVcpus(usize),
 }
 
 impl core::fmt::Display for BuildError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             BuildError::Image(e) => write!(f, "kernel: {}", e),
-            BuildError::NoMemory(n) => {
-                write!(f, "no {} MiB block of memory for the guest", n >> 20)
-            }
+            BuildError::NoMemory(n) => write!(
+                f,
+                "{} MiB of memory asked for, {} MiB free: memory does not fit",
+                n >> 20,
+                crate::heap::free() >> 20
+            ),
             BuildError::Stage2(e) => write!(f, "stage 2: {:?}", e),
             BuildError::Dt(e) => write!(f, "guest device tree: {:?}", e),
             BuildError::TooBig(what) => write!(f, "{} does not fit in guest RAM", what),
@@ -155,7 +308,12 @@ impl core::fmt::Display for BuildError {
                 "guest RAM of {:#x} bytes: it must be a multiple of 2 MiB from 4 MiB to 3 GiB",
                 n
             ),
-            BuildError::NoVcpus => write!(f, "no vcpus"),
+            BuildError::BadVcpus(n) => write!(
+                f,
+                "{} vcpus: from 1 to {} are served",
+                n,
+                gic::vgic::MAX_VCPUS
+            ),
         }
     }
 }
@@ -180,43 +338,43 @@ impl Domain {
         {
             return Err(BuildError::BadMemory(cfg.ram_size));
         }
-        if cfg.pcpu_mpidrs.is_empty() {
-            return Err(BuildError::NoVcpus);
+        let nr = cfg.placement.len();
+        if nr == 0 || nr > gic::vgic::MAX_VCPUS {
+            return Err(BuildError::BadVcpus(nr));
         }
-        let layout = Layout::from_size_align(cfg.ram_size as usize, 2 << 20)
-            .map_err(|_| BuildError::NoMemory(cfg.ram_size))?;
-        // SAFETY: non-zero size; the block is scrubbed before any use.
-        let ram = unsafe { alloc(layout) };
-        if ram.is_null() {
-            return Err(BuildError::NoMemory(cfg.ram_size));
+        let mut ram = GuestRam::alloc(cfg.ram_size)?;
+        let mut stage2 = match Stage2::new(id) {
+            Ok(s) => s,
+            Err(e) => {
+                ram.free();
+                return Err(BuildError::Stage2(e));
+            }
+        };
+        if let Err(e) = ram.map(&mut stage2) {
+            ram.free();
+            return Err(e);
         }
-        let mut stage2 = Stage2::new(id).map_err(BuildError::Stage2)?;
-        stage2
-            .map(
-                layout::RAM0_BASE,
-                ram as u64,
-                cfg.ram_size,
-                Access::ReadWrite,
-            )
-            .map_err(BuildError::Stage2)?;
-        let mpidrs: Vec<u64> = (0..cfg.pcpu_mpidrs.len() as u32)
-            .map(layout::vcpu_mpidr)
-            .collect();
+        let mpidrs: Vec<u64> = (0..nr as u32).map(layout::vcpu_mpidr).collect();
         let vcpus = cfg
-            .pcpu_mpidrs
+            .placement
             .iter()
             .enumerate()
-            .map(|(i, &m)| Vcpu {
+            .map(|(i, &(pcpu, mpidr))| Vcpu {
                 id: i as u32,
-                pcpu: i,
-                pcpu_mpidr: m,
+                pcpu,
+                pcpu_mpidr: mpidr,
                 power: AtomicU8::new(OFF),
                 boot: Mutex::new((0, 0)),
+                ctx: Mutex::new(Box::new(VcpuCtx {
+                    regs: GuestRegs::new(0, 0),
+                    el1: El1Regs::reset(),
+                    blocked: false,
+                })),
             })
             .collect();
         let d = Box::new(Domain {
             id,
-            ram_pa: ram as u64,
+            ram: Mutex::new(ram),
             stage2,
             vgic: Mutex::new(Box::new(VGic::new(&mpidrs, layout::VGIC_SPIS))),
             uart: Mutex::new(Pl011::new()),
@@ -224,19 +382,38 @@ impl Domain {
             cntvoff: AtomicU64::new(0),
             restarts: AtomicU32::new(0),
             stop: AtomicU8::new(Stop::None as u8),
+            state: AtomicU8::new(LIVE),
             active: AtomicU32::new(0),
             entry: AtomicU64::new(0),
             dtb: AtomicU64::new(0),
             first_entry_logged: AtomicBool::new(false),
             cfg,
         });
-        d.load()?;
+        if let Err(e) = d.load() {
+            d.ram.lock().free();
+            return Err(e);
+        }
         Ok(d)
     }
 
     /// Its name.
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// Its RAM in bytes.
+    pub fn ram_size(&self) -> u64 {
+        self.cfg.ram_size
+    }
+
+    /// Whether it has a virtual PL011.
+    pub fn has_vpl011(&self) -> bool {
+        self.cfg.vpl011
+    }
+
+    /// Whether it has been destroyed (its memory is back in the heap).
+    pub fn is_dead(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DEAD
     }
 
     /// VTTBR_EL2 of this domain.
@@ -249,7 +426,7 @@ impl Domain {
         self.cntvoff.load(Ordering::Relaxed)
     }
 
-    /// Times this domain has been rebooted.
+    /// Times this domain has been rebooted or restarted.
     pub fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Relaxed)
     }
@@ -257,7 +434,7 @@ impl Domain {
     /// Scrubs RAM, loads kernel, ramdisk and a fresh DTB, resets the
     /// devices and makes vCPU 0 ready to start at the kernel.
     fn load(&self) -> Result<(), BuildError> {
-        let ram = self.cfg.ram_size;
+        let ram_size = self.cfg.ram_size;
         let kernel = module_bytes(self.cfg.kernel);
         let hdr = armvm::image::parse(kernel).map_err(BuildError::Image)?;
         let footprint = hdr
@@ -267,23 +444,19 @@ impl Domain {
         let kernel_end = kernel_off
             .checked_add(footprint)
             .ok_or(BuildError::TooBig("the kernel"))?;
-        let dtb_off = ram - DTB_SPACE;
+        let dtb_off = ram_size - DTB_SPACE;
         if kernel_end > dtb_off {
             return Err(BuildError::TooBig("the kernel"));
         }
+        let ram = self.ram.lock();
         // Everything but the bytes the kernel's file covers is scrubbed
         // (the kernel's own bss included); the kernel is copied over the
         // rest. No vCPU runs (first build, or every vCPU has stopped).
         let below = kernel_off & !511;
         let above = (kernel_off + kernel.len() as u64) & !511;
-        // SAFETY: both ranges lie in the domain's RAM, which it owns, and
-        // are 512-byte aligned.
-        unsafe {
-            mem::scrub(self.ram_pa as usize, below as usize);
-            mem::scrub((self.ram_pa + above) as usize, (ram - above) as usize);
-        }
-        // SAFETY: inside the domain's RAM (checked above), which it owns.
-        unsafe { mem::load((self.ram_pa + kernel_off) as usize, kernel) };
+        ram.scrub(0, below);
+        ram.scrub(above, ram_size - above);
+        ram.load(kernel_off, kernel);
 
         let initrd = match self.cfg.initrd {
             Some(r) => {
@@ -295,27 +468,26 @@ impl Domain {
                     .map(|s| s & !0xfff)
                     .filter(|&s| s >= kernel_end)
                     .ok_or(BuildError::TooBig("the ramdisk"))?;
-                // SAFETY: inside the domain's RAM, above the kernel.
-                unsafe { mem::load((self.ram_pa + start) as usize, bytes) };
+                ram.load(start, bytes);
                 Some((layout::RAM0_BASE + start, layout::RAM0_BASE + start + size))
             }
             None => None,
         };
 
         let dt = armvm::guest_dt::build(&armvm::guest_dt::GuestDtConfig {
-            ram_size: ram,
+            ram_size,
             nr_vcpus: self.vcpus.len() as u32,
             bootargs: &self.cfg.bootargs,
             initrd,
             restart_count: self.restarts(),
-            vpl011: true,
+            vpl011: self.cfg.vpl011,
         })
         .map_err(BuildError::Dt)?;
         if dt.len() as u64 > DTB_SPACE {
             return Err(BuildError::TooBig("the device tree"));
         }
-        // SAFETY: the top 2 MiB of the domain's RAM.
-        unsafe { mem::load((self.ram_pa + dtb_off) as usize, &dt) };
+        ram.load(dtb_off, &dt);
+        drop(ram);
 
         self.vgic.lock().reset();
         *self.uart.lock() = Pl011::new();
@@ -340,7 +512,7 @@ impl Domain {
     /// Powers vCPU 0 on at the kernel entry with x0 = the DTB.
     pub fn start(&self) {
         self.first_entry_logged.store(false, Ordering::Relaxed);
-        let v0 = &self.vcpus[0];
+        let Some(v0) = self.vcpus.first() else { return };
         *v0.boot.lock() = (
             self.entry.load(Ordering::Relaxed),
             self.dtb.load(Ordering::Relaxed),
@@ -392,26 +564,19 @@ impl Domain {
 
     /// Takes the boot request of a vCPU in ON_PENDING: its entry and
     /// context id, and marks it ON. None if it is not pending, or if the
-    /// domain is stopping (then the request is dropped).
+    /// domain is stopping (then the request is dropped and the stop may
+    /// complete: see [`Domain::vcpu_stopped`]).
     pub fn take_boot(&self, vcpu: u32) -> Option<(u64, u64)> {
         let v = self.vcpus.get(vcpu as usize)?;
         if v.power() != ON_PENDING {
             return None;
         }
         if self.stopping() != Stop::None {
-            self.vcpu_stopped(vcpu);
             return None;
         }
         let b = *v.boot.lock();
         v.power.store(ON, Ordering::Release);
         Some(b)
-    }
-
-    /// Whether a boot request waits for vCPU `vcpu`.
-    pub fn take_boot_pending(&self, vcpu: u32) -> bool {
-        self.vcpus
-            .get(vcpu as usize)
-            .is_some_and(|v| v.power() == ON_PENDING)
     }
 
     /// PSCI AFFINITY_INFO for one vCPU: 0 on, 1 off, 2 on pending.
@@ -447,39 +612,82 @@ impl Domain {
     }
 
     /// A vCPU went OFF (CPU_OFF, or stopping). The last one to go while a
-    /// stop is requested carries the stop out. Returns what happened.
-    pub fn vcpu_stopped(&self, vcpu: u32) -> Option<Stop> {
-        if let Some(v) = self.vcpus.get(vcpu as usize) {
-            v.power.store(OFF, Ordering::Release);
+    /// stop is requested carries the stop out; returns what happened then.
+    pub fn vcpu_stopped(&self, vcpu: u32) -> Option<Outcome> {
+        let v = self.vcpus.get(vcpu as usize)?;
+        if v.power.swap(OFF, Ordering::AcqRel) == OFF {
+            return None;
         }
         let left = self.active.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         let why = self.stopping();
         if left != 0 || why == Stop::None {
             return None;
         }
-        match why {
-            Stop::Reboot => {
-                self.restarts.fetch_add(1, Ordering::Relaxed);
+        Some(self.finish(why))
+    }
+
+    /// Carries out a stop once every vCPU is off.
+    fn finish(&self, why: Stop) -> Outcome {
+        let rebuild = match why {
+            Stop::Reboot => true,
+            Stop::Crash => self.cfg.on_crash == OnCrash::Restart,
+            Stop::PowerOff | Stop::None => false,
+        };
+        if rebuild {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+            if why == Stop::Crash {
+                println!(
+                    "({}) restarting after its crash (hv,on-crash = \"restart\")",
+                    self.name()
+                );
+            } else {
                 println!("({}) rebooting", self.name());
-                info!("d{}: reboot {}", self.id, self.restarts());
-                match self.load() {
-                    Ok(()) => {
-                        self.stop.store(Stop::None as u8, Ordering::Release);
-                        self.start();
-                    }
-                    Err(e) => {
-                        println!("({}) cannot rebuild: {}", self.name(), e);
-                        return Some(Stop::Crash);
-                    }
+            }
+            info!("d{}: rebuild {}", self.id, self.restarts());
+            match self.load() {
+                Ok(()) => {
+                    self.stop.store(Stop::None as u8, Ordering::Release);
+                    self.start();
+                    return Outcome::Restarted;
                 }
+                Err(e) => println!("({}) cannot rebuild: {}", self.name(), e),
             }
-            Stop::PowerOff | Stop::Crash => {
-                // SAFETY: every vCPU is off, so no guest touches the RAM.
-                unsafe { mem::scrub(self.ram_pa as usize, self.cfg.ram_size as usize) };
-            }
-            Stop::None => {}
         }
-        Some(why)
+        self.destroy();
+        if why == Stop::PowerOff {
+            Outcome::PoweredOff
+        } else {
+            Outcome::Destroyed
+        }
+    }
+
+    /// Scrubs the domain's memory, returns it to the heap and marks the
+    /// domain dead. Every vCPU is off.
+    fn destroy(&self) {
+        let mut ram = self.ram.lock();
+        let size = ram.size;
+        ram.scrub(0, size);
+        ram.free();
+        drop(ram);
+        // Physical interrupts still forwarded to it are released.
+        let mut vgic = self.vgic.lock();
+        vgic.reset();
+        for v in &self.vcpus {
+            if v.pcpu == arch::cpu_id() {
+                vgic.drain_hw_deactivations(v.id as usize, &mut |p| {
+                    gic::host::HostGic::deactivate(crate::run::intid_of(p))
+                });
+            }
+        }
+        drop(vgic);
+        self.state.store(DEAD, Ordering::Release);
+        println!(
+            "({}) destroyed: {} MiB scrubbed and returned ({} MiB free)",
+            self.name(),
+            size >> 20,
+            crate::heap::free() >> 20
+        );
+        info!("d{}: destroyed, {} bytes returned", self.id, size);
     }
 
     /// Makes vCPU `n` look at its state soon: an SGI to its CPU (leaves the
@@ -508,4 +716,15 @@ impl Domain {
         warn!("d{}v{}: domain crashed", self.id, vcpu);
         self.request_stop(Stop::Crash);
     }
+}
+
+/// What became of a domain whose last vCPU stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Rebuilt from its modules and started again.
+    Restarted,
+    /// Powered off: destroyed, memory returned.
+    PoweredOff,
+    /// Crashed (or could not be rebuilt): destroyed, memory returned.
+    Destroyed,
 }

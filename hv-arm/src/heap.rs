@@ -40,3 +40,9 @@ pub fn total() -> usize {
 pub fn allocated() -> usize {
     HEAP.lock().stats_alloc_actual()
 }
+
+/// Bytes not allocated.
+pub fn free() -> usize {
+    let h = HEAP.lock();
+    h.stats_total_bytes() - h.stats_alloc_actual()
+}

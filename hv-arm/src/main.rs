@@ -27,6 +27,7 @@ mod irq;
 mod log;
 mod mem;
 mod run;
+mod sched;
 mod semihost;
 mod stage2;
 mod sysregs;
@@ -39,8 +40,9 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use arrayvec::ArrayVec;
 use boards::{Attr, SELECTED};
+use common::dom0less::{self, Boot, OnCrash};
 use common::memory::{PhysRange, RangeSet};
-use common::modules::{ModuleKind, Modules};
+use common::modules::Modules;
 use common::platform::{Conduit, Gic, Platform, UartKind as DtUartKind};
 use gic::host::HostGic;
 
@@ -61,8 +63,6 @@ pub const EXIT_DOMAIN_CRASHED: i32 = 3;
 static MODE: AtomicU8 = AtomicU8::new(0);
 const MODE_TICKS: u8 = 1;
 const MODE_GUESTS: u8 = 2;
-/// The domain built from the boot modules.
-static DOMAIN: spin::Once<alloc::boxed::Box<Domain>> = spin::Once::new();
 /// PSCI conduit of the board, for powering off from any CPU.
 static PSCI_SMC: AtomicU8 = AtomicU8::new(0);
 /// Guest interrupts the CPUs enable: maintenance and virtual timer INTIDs.
@@ -117,35 +117,40 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     if matches!(platform.psci.map(|x| x.conduit), Some(Conduit::Smc)) {
         PSCI_SMC.store(1, Ordering::Relaxed);
     }
-    let modules = match Modules::from_fdt(dtb_bytes) {
-        Ok(m) => m,
+    // Memory: the DT's banks inside the boot map's normal windows, less the
+    // image, the DTB and every reservation. Boot modules must lie inside it.
+    let dtb_range = PhysRange::from_base_size(dtb, dtb_bytes.len() as u64);
+    let ram = usable_memory(&platform, dtb_range, None);
+    let ram: ArrayVec<PhysRange, 32> = ram.iter().copied().collect();
+    let boot = match dom0less::parse(dtb_bytes, &ram) {
+        Ok(b) => b,
         Err(e) => fatal(EXIT_REFUSED, format_args!("boot modules: {}", e)),
     };
-    for m in modules.iter() {
+    for m in boot.modules.iter() {
         println!(
-            "module: {:?} at {:#x}-{:#x} ({} bytes){}",
+            "module: {:?} at {:#x}-{:#x} ({} bytes), /chosen/{}",
             m.kind,
             m.range.start,
             m.range.end,
             m.range.size(),
-            if m.bootargs.is_some() {
-                ", with bootargs"
-            } else {
-                ""
-            }
+            m.node
         );
-        if !boot::in_normal_window(m.range.start, m.range.size()) {
-            fatal(
-                EXIT_REFUSED,
-                format_args!("boot module /chosen/{} lies outside mapped RAM", m.node),
-            );
-        }
+    }
+    if let Some(e) = &boot.dom0_error {
+        println!("boot modules: {}; no domain from the top-level modules", e);
+    }
+    for e in boot.errors.iter() {
+        println!("dom0less: {}", e);
+    }
+    if boot.errors_dropped > 0 {
+        println!(
+            "dom0less: {} more domains refused (messages dropped)",
+            boot.errors_dropped
+        );
     }
 
-    // Memory: the DT's banks inside the boot map's normal windows, less the
-    // image, the DTB and every reservation.
-    let dtb_range = PhysRange::from_base_size(dtb, dtb_bytes.len() as u64);
-    let free = usable_memory(&platform, dtb_range, &modules);
+    // The heap: that memory less the modules.
+    let free = usable_memory(&platform, dtb_range, Some(&boot.modules));
     let added = heap::init(&free);
     println!("heap: {} MiB in {} ranges", added >> 20, free.len());
     info!("heap: {} bytes from {} free ranges", added, free.len());
@@ -239,51 +244,29 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
         }
     };
     GUEST_INTIDS.call_once(|| (maintenance, platform.timer.virt.intid));
-    if let Some(kernel) = modules.first(ModuleKind::Kernel) {
-        let args = platform.bootargs.unwrap_or("");
-        console::set_timestamps(bootarg(args, "hv.console_timestamps").is_some_and(|v| v != "0"));
-        let mem = bootarg(args, "dom0_mem")
-            .and_then(parse_size)
-            .unwrap_or(DEFAULT_GUEST_MEM);
-        let want = bootarg(args, "dom0_max_vcpus")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(DEFAULT_GUEST_VCPUS)
-            .clamp(1, gic::vgic::MAX_VCPUS);
-        let nr = want.min(online);
-        if nr < want {
-            println!(
-                "d1: {} vcpus asked for, {} cpus online: {} vcpus",
-                want, online, nr
-            );
-        }
-        let cfg = DomainConfig {
-            name: String::from("d1"),
-            ram_size: mem,
-            pcpu_mpidrs: slots.iter().take(nr).map(|s| s.mpidr).collect::<Vec<_>>(),
-            kernel: kernel.range,
-            initrd: modules.first(ModuleKind::Ramdisk).map(|m| m.range),
-            bootargs: String::from(kernel.bootargs.unwrap_or("")),
-        };
-        let t0 = time::ticks_since_entry();
-        let dom = match Domain::create(1, cfg) {
-            Ok(d) => DOMAIN.call_once(|| d),
-            Err(e) => fatal(EXIT_REFUSED, format_args!("d1: cannot build: {}", e)),
-        };
-        let t1 = time::ticks_since_entry();
-        println!(
-            "d1: {} MiB, {} vcpus, built in {} us; console follows",
-            mem >> 20,
-            nr,
-            time::ticks_to_us(t1 - t0)
-        );
+    let hv_args = boot.xen_bootargs.or(platform.bootargs).unwrap_or("");
+    console::set_timestamps(bootarg(hv_args, "hv.console_timestamps").is_some_and(|v| v != "0"));
+    let domains = build_domains(&boot, hv_args, &slots, online);
+    if !domains.is_empty() {
+        let slice = bootarg(hv_args, "sched_slice_ms")
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&v| (1..=1000).contains(&v))
+            .unwrap_or(sched::DEFAULT_SLICE_MS);
+        sched::install(domains, slice);
         if let Some(uart) = platform.uart.and_then(|u| u.irq) {
             irq::enable_console_input(uart.intid, boot_mpidr, uart.level);
         }
+        console::move_focus(0);
         MODE.store(MODE_GUESTS, Ordering::Release);
         irq::kick_others();
         irq::enable_guest_interrupts(boot_slot.frame, maintenance, platform.timer.virt.intid);
-        dom.start();
-        run::serve(dom, 0);
+        for d in sched::domains() {
+            d.start();
+        }
+        sched::cpu_loop();
+    }
+    if boot.dom0.is_some() || !boot.domains.is_empty() {
+        fatal(EXIT_REFUSED, format_args!("no domain could be built"));
     }
     println!("no guest: no multiboot,kernel module under /chosen");
     MODE.store(MODE_TICKS, Ordering::Release);
@@ -488,7 +471,7 @@ fn selftest(p: &Platform) {
     }
 }
 
-fn usable_memory(p: &Platform, dtb: PhysRange, modules: &Modules) -> RangeSet<32> {
+fn usable_memory(p: &Platform, dtb: PhysRange, modules: Option<&Modules>) -> RangeSet<32> {
     let mut windows: RangeSet<8> = RangeSet::new();
     for w in SELECTED.windows.iter().filter(|w| w.attr == Attr::Normal) {
         if windows
@@ -530,10 +513,136 @@ fn usable_memory(p: &Platform, dtb: PhysRange, modules: &Modules) -> RangeSet<32
     for r in p.reserved.iter() {
         carve(*r, "a reservation");
     }
-    for m in modules.iter() {
+    for m in modules.iter().flat_map(|m| m.iter()) {
         carve(m.range, "a boot module");
     }
     free
+}
+
+/// Builds the domains the boot modules describe: the top-level kernel (a
+/// domain named d1, sized by `dom0_mem=` and `dom0_max_vcpus=`), then each
+/// `xen,domain` node in tree order, named after its node. One that cannot
+/// be built is reported and left out; the others still boot.
+fn build_domains(
+    boot: &Boot,
+    hv_args: &str,
+    slots: &[CpuSlot],
+    online: usize,
+) -> Vec<&'static Domain> {
+    let mut built: Vec<&'static Domain> = Vec::new();
+    let mut load = [0u32; MAX_CPUS];
+    let online = online.min(slots.len());
+    let mut next_id: u16 = 1;
+    let mut build = |node: &str,
+                     name: &str,
+                     mem: u64,
+                     nr: usize,
+                     affinity: &[u64],
+                     make: &dyn Fn(Vec<(usize, u64)>) -> DomainConfig| {
+        if built.iter().any(|d| d.name() == name) {
+            println!("/chosen/{}: the name {} is taken: not built", node, name);
+            return;
+        }
+        let mut trial = load;
+        let cpus = match sched::place(nr, affinity, online, &mut trial) {
+            Ok(c) => c,
+            Err(v) => {
+                println!(
+                    "/chosen/{}: vcpu {}: its hard affinity names no online cpu: not built",
+                    node, v
+                );
+                return;
+            }
+        };
+        let placement: Vec<(usize, u64)> = cpus
+            .iter()
+            .filter_map(|&c| slots.get(c).map(|s| (c, s.mpidr)))
+            .collect();
+        let t0 = time::ticks_since_entry();
+        match Domain::create(next_id, make(placement)) {
+            Ok(d) => {
+                load = trial;
+                let d: &'static Domain = alloc::boxed::Box::leak(d);
+                let t1 = time::ticks_since_entry();
+                let mut on = String::new();
+                for (i, c) in cpus.iter().enumerate() {
+                    if i > 0 {
+                        on.push(',');
+                    }
+                    let _ = core::fmt::Write::write_fmt(&mut on, format_args!("{}", c));
+                }
+                println!(
+                    "{}: domain {}, {} MiB, {} vcpus on cpus {}, built in {} us",
+                    name,
+                    d.id,
+                    mem >> 20,
+                    nr,
+                    on,
+                    time::ticks_to_us(t1 - t0)
+                );
+                next_id += 1;
+                built.push(d);
+            }
+            Err(e) => println!("/chosen/{}: cannot build: {}; not built", node, e),
+        }
+    };
+    if let Some((kernel, ramdisk)) = boot.dom0 {
+        let mem = bootarg(hv_args, "dom0_mem")
+            .and_then(parse_size)
+            .unwrap_or(DEFAULT_GUEST_MEM);
+        let want = bootarg(hv_args, "dom0_max_vcpus")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_GUEST_VCPUS)
+            .clamp(1, gic::vgic::MAX_VCPUS);
+        let nr = want.min(online);
+        if nr < want {
+            println!(
+                "d1: {} vcpus asked for, {} cpus online: {} vcpus",
+                want, online, nr
+            );
+        }
+        let bootargs = String::from(kernel.bootargs.unwrap_or(""));
+        build(kernel.node, "d1", mem, nr, &[], &|placement| DomainConfig {
+            name: String::from("d1"),
+            ram_size: mem,
+            placement,
+            kernel: kernel.range,
+            initrd: ramdisk.map(|m| m.range),
+            bootargs: bootargs.clone(),
+            vpl011: true,
+            on_crash: OnCrash::Destroy,
+        });
+    }
+    for spec in boot.domains.iter() {
+        let bootargs = String::from(spec.bootargs.unwrap_or(""));
+        build(
+            spec.node,
+            spec.node,
+            spec.memory,
+            spec.cpus as usize,
+            &spec.affinity,
+            &|placement| DomainConfig {
+                name: String::from(spec.node),
+                ram_size: spec.memory,
+                placement,
+                kernel: spec.kernel.range,
+                initrd: spec.ramdisk.map(|m| m.range),
+                bootargs: bootargs.clone(),
+                vpl011: spec.vpl011,
+                on_crash: spec.on_crash,
+            },
+        );
+    }
+    if !built.is_empty() {
+        let held: u64 = built.iter().map(|d| d.ram_size()).sum();
+        println!(
+            "memory: {} domains hold {} MiB; {} MiB left in the heap",
+            built.len(),
+            held >> 20,
+            heap::free() >> 20
+        );
+    }
+    built
 }
 
 /// Assigns logical ids (boot CPU first, then DT order) and redistributor frames.
@@ -605,12 +714,9 @@ pub fn secondary_work(slot: CpuSlot) -> ! {
             _ => arch::wait_for_interrupt(),
         }
     }
-    let dom = DOMAIN.get();
-    if let (Some(dom), Some(&(maintenance, vtimer))) = (dom, GUEST_INTIDS.get())
-        && let Some(v) = dom.vcpus.iter().find(|v| v.pcpu == slot.id)
-    {
+    if let Some(&(maintenance, vtimer)) = GUEST_INTIDS.get() {
         irq::enable_guest_interrupts(slot.frame, maintenance, vtimer);
-        run::serve(dom, v.id);
+        sched::cpu_loop();
     }
     // No vCPU here: this CPU idles for good.
     halt()

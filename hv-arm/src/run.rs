@@ -12,8 +12,6 @@
 //! hardware would raise) or, failing that, crashes the domain: never the
 //! hypervisor.
 
-use alloc::boxed::Box;
-
 use armvm::esr::{self, Exit as Trap};
 use armvm::layout;
 use armvm::psci::{self, Call};
@@ -22,7 +20,7 @@ use gic::host::HostGic;
 
 use crate::domain::{Domain, Stop};
 use crate::guest_entry::{self, Exit, GuestRegs};
-use crate::sysregs::{self, El1Regs, read, write};
+use crate::sysregs::{self, read, write};
 use crate::{arch, console, info, irq, println, warn};
 
 /// HCR_EL2 while guests run: VM (stage 2), SWIO, FMO/IMO/AMO (physical
@@ -83,29 +81,33 @@ fn stat(f: impl FnOnce(&mut ExitStats)) {
     }
 }
 
-/// What to do after a trap.
-enum Next {
+/// What to do after a trap, or why the guest loop ended.
+pub enum Next {
     /// Back into the guest.
     Resume,
     /// The vCPU turned itself off (PSCI CPU_OFF).
     Off,
+    /// WFI with nothing to take on a CPU shared with other vCPUs.
+    Block,
+    /// Its slice is over.
+    Preempt,
+    /// Its domain is stopping.
+    Stopping,
 }
 
-/// Serves vCPU `vcpu` of `dom` on the calling CPU, forever.
-pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
-    let me = arch::cpu_id();
-    let nr_lrs = sysregs::nr_lrs().min(MAX_LRS);
+/// Sets the calling CPU's EL2 controls for running guests.
+pub fn setup_el2() {
     let Some(vtcr) = crate::stage2::vtcr() else {
         crate::fatal(
             crate::EXIT_REFUSED,
             format_args!("this CPU cannot output 40-bit addresses for stage 2"),
         )
     };
+    sysregs::detect_features();
     write!("vtcr_el2", vtcr);
     write!("hcr_el2", HCR_GUEST);
     write!("cnthctl_el2", CNTHCTL_GUEST);
     write!("vpidr_el2", read!("midr_el1"));
-    write!("vmpidr_el2", layout::vcpu_mpidr(vcpu));
     // MDCR_EL2: no debug or PMU traps; HPMN = all counters (PMCR_EL0.N).
     write!("mdcr_el2", (read!("pmcr_el0") >> 11) & 0x1f);
     // ICC_SRE_EL2: system registers at EL2, and EL1 may use them (Enable).
@@ -123,121 +125,83 @@ pub fn serve(dom: &'static Domain, vcpu: u32) -> ! {
         write!("s3_4_c1_c2_2", 0); // HCRX_EL2
     }
     sysregs::isb();
-    info!("cpu {} serves d{}v{}", me, dom.id, vcpu);
+}
 
-    let mut regs = Box::new(GuestRegs::new(0, 0));
+/// Runs vCPU `vcpu` of `dom` (its state already loaded) until it must
+/// leave the CPU. `slice_over` is asked after each interrupt exit.
+pub fn guest_loop(
+    dom: &'static Domain,
+    vcpu: u32,
+    regs: &mut GuestRegs,
+    slice_over: &mut dyn FnMut() -> bool,
+) -> Next {
+    let nr_lrs = sysregs::nr_lrs().min(MAX_LRS);
+    let mut lrs = [0u64; MAX_LRS];
+    let mut exited = arch::counter();
     loop {
-        // Parked: wait for CPU_ON (or the build) to make this vCPU pending.
-        let Some((entry, context)) = wait_for_boot(dom, vcpu) else {
-            continue;
-        };
-        *regs = GuestRegs::new(entry, sysregs::PSTATE_EL1H_MASKED);
-        regs.x[0] = context;
-        El1Regs::reset().restore();
-        write!("vttbr_el2", dom.vttbr());
-        write!("cntvoff_el2", dom.cntvoff());
-        sysregs::isb();
-        if vcpu == 0 {
-            dom.note_first_entry();
+        if dom.stopping() != Stop::None {
+            return Next::Stopping;
         }
-        let mut lrs = [0u64; MAX_LRS];
-        let mut exited = arch::counter();
-        loop {
-            if dom.stopping() != Stop::None {
-                break;
+        let used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
+        let entered = arch::counter();
+        stat(|s| s.el2_ticks += entered.wrapping_sub(exited));
+        let exit = guest_entry::run(regs);
+        exited = arch::counter();
+        sync_lrs(dom, vcpu, &mut lrs[..used]);
+        match exit {
+            Exit::Sync => match handle_sync(dom, vcpu, regs) {
+                Next::Resume => {}
+                other => return other,
+            },
+            Exit::Irq | Exit::Fiq => {
+                stat(|s| s.irq += 1);
+                handle_irqs(Some((dom, vcpu)));
+                if slice_over() {
+                    return Next::Preempt;
+                }
             }
-            let used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
-            let entered = arch::counter();
-            stat(|s| s.el2_ticks += entered.wrapping_sub(exited));
-            let exit = guest_entry::run(&mut regs);
-            exited = arch::counter();
-            sync_lrs(dom, vcpu, &mut lrs[..used]);
-            let next = match exit {
-                Exit::Sync => handle_sync(dom, vcpu, &mut regs),
-                Exit::Irq | Exit::Fiq => {
-                    stat(|s| s.irq += 1);
-                    handle_irqs(dom, vcpu);
-                    Next::Resume
-                }
-                Exit::SError => {
-                    dom.crash(
-                        vcpu,
-                        format_args!("SError from the guest (ESR_EL2 {:#x})", read!("esr_el2")),
-                    );
-                    Next::Resume
-                }
-            };
-            if let Next::Off = next {
-                break;
+            Exit::SError => {
+                dom.crash(
+                    vcpu,
+                    format_args!("SError from the guest (ESR_EL2 {:#x})", read!("esr_el2")),
+                );
             }
         }
-        // Leaving the CPU: the EL1 state is saved (which also stops the
-        // virtual timer firing here) and the list registers emptied; the
-        // vGIC model already holds their state. A vCPU that stopped always
-        // restarts from reset, so nothing resumes from the saved copy yet.
-        let mut parked = El1Regs::reset();
-        parked.save();
-        for n in 0..nr_lrs {
-            sysregs::write_lr(n, 0);
-        }
-        sysregs::set_ich_hcr(0);
-        if let Some(s) = STATS.get(me).and_then(|s| s.lock().take()) {
-            info!(
-                "d{}v{}: exits: {} irq, {} wfi ({} waited), {} wfe, {} mmio, {} hvc/smc, {} sysreg, {} other; {} ticks at EL2, {} idle",
-                dom.id,
-                vcpu,
-                s.irq,
-                s.wfi,
-                s.wfi_waited,
-                s.wfe,
-                s.mmio,
-                s.call,
-                s.sysreg,
-                s.other,
-                s.el2_ticks,
-                s.idle_ticks
-            );
-        }
-        let (eoi, underflow) = irq::maintenance_counts();
+    }
+}
+
+/// Empties the list registers and turns the virtual CPU interface off.
+pub fn clear_lrs() {
+    for n in 0..sysregs::nr_lrs().min(MAX_LRS) {
+        sysregs::write_lr(n, 0);
+    }
+    sysregs::set_ich_hcr(0);
+}
+
+/// Logs the exit counts of the vCPU that ran on this CPU (when it stops).
+pub fn log_exit_stats(dom: &Domain, vcpu: u32) {
+    if let Some(s) = STATS.get(arch::cpu_id()).and_then(|s| s.lock().take()) {
         info!(
-            "d{}v{}: off; this cpu took {} EOI and {} underflow maintenance events",
-            dom.id, vcpu, eoi, underflow
+            "d{}v{}: exits: {} irq, {} wfi ({} waited), {} wfe, {} mmio, {} hvc/smc, {} sysreg, {} other; {} ticks at EL2, {} idle",
+            dom.id,
+            vcpu,
+            s.irq,
+            s.wfi,
+            s.wfi_waited,
+            s.wfe,
+            s.mmio,
+            s.call,
+            s.sysreg,
+            s.other,
+            s.el2_ticks,
+            s.idle_ticks
         );
-        if let Some(done) = dom.vcpu_stopped(vcpu) {
-            finished(dom, done);
-        }
     }
-}
-
-/// Waits until this vCPU is ON_PENDING; handles host interrupts that
-/// arrive meanwhile (they are masked at EL2, so they are polled). WFI, not
-/// WFE: CPU_ON kicks with an SGI, and an emulator halts only on WFI.
-fn wait_for_boot(dom: &'static Domain, vcpu: u32) -> Option<(u64, u64)> {
-    loop {
-        if let Some(b) = dom.take_boot(vcpu) {
-            return Some(b);
-        }
-        handle_irqs(dom, vcpu);
-        if dom.take_boot_pending(vcpu) {
-            continue;
-        }
-        aarch64_cpu::asm::wfi();
-    }
-}
-
-/// What happens when a stopped domain's last vCPU has gone.
-fn finished(dom: &'static Domain, why: Stop) {
-    match why {
-        Stop::PowerOff => {
-            println!("({}) powered off", dom.name());
-            crate::all_domains_gone(0);
-        }
-        Stop::Crash => {
-            println!("({}) destroyed after a crash", dom.name());
-            crate::all_domains_gone(crate::EXIT_DOMAIN_CRASHED);
-        }
-        Stop::Reboot | Stop::None => {}
-    }
+    let (eoi, underflow) = irq::maintenance_counts();
+    info!(
+        "d{}v{}: off; this cpu took {} EOI and {} underflow maintenance events",
+        dom.id, vcpu, eoi, underflow
+    );
 }
 
 /// Writes the list registers from the vGIC; returns how many it used.
@@ -274,22 +238,31 @@ fn sync_lrs(dom: &Domain, vcpu: u32, lrs: &mut [u64]) {
     dom.kick_mask(kicks, vcpu);
 }
 
-/// Drains the physical interrupts pending at this CPU.
-fn handle_irqs(dom: &'static Domain, vcpu: u32) {
+/// Drains the physical interrupts pending at this CPU; `current` is the
+/// vCPU loaded on it, if any.
+pub fn handle_irqs(current: Option<(&'static Domain, u32)>) {
     irq::for_each_pending(|intid| {
         let raw = intid.raw_value();
         if raw == VTIMER_PPI {
-            // Stays active until the guest deactivates the virtual one.
-            let mask = dom
-                .vgic
-                .lock()
-                .inject_hw(vcpu as usize, VTIMER_PPI, VTIMER_PPI);
-            dom.kick_mask(mask, vcpu);
+            match current {
+                // Stays active until the guest deactivates the virtual one.
+                Some((dom, vcpu)) => {
+                    let mask = dom
+                        .vgic
+                        .lock()
+                        .inject_hw(vcpu as usize, VTIMER_PPI, VTIMER_PPI);
+                    dom.kick_mask(mask, vcpu);
+                }
+                None => HostGic::deactivate(intid),
+            }
             return;
         }
         HostGic::deactivate(intid);
-        if Some(raw) == irq::console_intid() {
-            console_input(dom);
+        if intid == irq::hyp_timer_intid() {
+            arch::hyp_timer_stop();
+            crate::sched::note_timer();
+        } else if Some(raw) == irq::console_intid() {
+            console_input();
         } else if Some(raw) == irq::maintenance_intid() {
             // The list registers were already read back; the causes are
             // counted for the statistics the domain prints when it stops.
@@ -302,22 +275,29 @@ fn handle_irqs(dom: &'static Domain, vcpu: u32) {
     });
 }
 
-/// Moves console input into the guest's vPL011.
-fn console_input(dom: &Domain) {
-    let mut any = false;
-    let mut uart = dom.uart.lock();
+/// Moves console input into the vPL011 of the domain that has the input
+/// focus; CTRL-A three times moves the focus (see [`console`]).
+fn console_input() {
+    // Domains whose vPL011 got bytes (ids are below 64).
+    let mut pushed = 0u64;
     for _ in 0..64 {
         let Some(b) = console::take_input() else {
             break;
         };
-        uart.push_rx(b);
-        any = true;
+        for byte in console::filter_input(b) {
+            let Some(dom) = console::focus().and_then(crate::sched::domain) else {
+                continue;
+            };
+            dom.uart.lock().push_rx(byte);
+            pushed |= 1 << (dom.id % 64);
+        }
     }
-    let level = uart.irq_level();
-    drop(uart);
-    if any {
-        let mask = dom.vgic.lock().set_line(0, layout::VPL011_INTID, level);
-        dom.kick_mask(mask, u32::MAX);
+    for dom in crate::sched::domains() {
+        if pushed & (1 << (dom.id % 64)) != 0 {
+            let level = dom.uart.lock().irq_level();
+            let mask = dom.vgic.lock().set_line(0, layout::VPL011_INTID, level);
+            dom.kick_mask(mask, u32::MAX);
+        }
     }
 }
 
@@ -346,10 +326,11 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
         Trap::Wfx { wfe } => {
             stat(|s| if wfe { s.wfe += 1 } else { s.wfi += 1 });
             regs.pc = regs.pc.wrapping_add(4);
-            if !wfe {
-                wait_for_interrupt(dom, vcpu);
+            if wfe {
+                Next::Resume
+            } else {
+                wait_for_interrupt(dom, vcpu)
             }
-            Next::Resume
         }
         Trap::DataAbort(da) => {
             stat(|s| s.mmio += 1);
@@ -408,9 +389,15 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
 
 /// A trapped WFI: back to the guest at once if it has an interrupt to
 /// take, else wait here (IRQs stay masked at EL2; WFI still wakes).
-fn wait_for_interrupt(dom: &Domain, vcpu: u32) {
+fn wait_for_interrupt(dom: &Domain, vcpu: u32) -> Next {
+    console::guest_idle(dom.id, dom.name());
     if dom.vgic.lock().has_deliverable(vcpu as usize) || dom.stopping() != Stop::None {
-        return;
+        return Next::Resume;
+    }
+    // Other vCPUs share this CPU: leave it to them until there is
+    // something to take.
+    if crate::sched::shared_here() {
+        return Next::Block;
     }
     // Anything that could make the vCPU runnable arrives as a physical
     // interrupt (its timer, a kick) and ends the WFI; the interrupt itself
@@ -423,6 +410,7 @@ fn wait_for_interrupt(dom: &Domain, vcpu: u32) {
         s.idle_ticks += waited;
         s.el2_ticks = s.el2_ticks.wrapping_sub(waited);
     });
+    Next::Resume
 }
 
 fn psci_call(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
@@ -465,8 +453,8 @@ fn psci_call(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
         }
         Call::CpuSuspend { .. } => {
             // Standby semantics: like WFI, then success.
-            wait_for_interrupt(dom, vcpu);
-            i64::from(psci::SUCCESS)
+            regs.x[0] = psci::SUCCESS as u64;
+            return wait_for_interrupt(dom, vcpu);
         }
         Call::SystemOff => {
             println!("({}) PSCI SYSTEM_OFF", dom.name());
@@ -478,6 +466,23 @@ fn psci_call(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             info!("d{}v{}: PSCI SYSTEM_RESET", dom.id, vcpu);
             dom.request_stop(Stop::Reboot);
             return Next::Resume;
+        }
+        Call::SystemReset2 {
+            reset_type: psci::SYSTEM_WARM_RESET,
+            ..
+        } => {
+            // Our panic-report convention (docs/decisions.md): Linux booted
+            // with `reboot=panic_warm panic=-1` resets warm only after a
+            // panic, so a warm reset is a crash and follows on-crash.
+            dom.crash(vcpu, format_args!("warm reset requested (a kernel panic)"));
+            return Next::Resume;
+        }
+        Call::SystemReset2 { reset_type, .. } => {
+            warn!(
+                "d{}v{}: SYSTEM_RESET2 type {:#x} not supported",
+                dom.id, vcpu, reset_type
+            );
+            i64::from(psci::INVALID_PARAMETERS)
         }
         Call::Unknown(fid) => {
             warn!("d{}v{}: unknown SMCCC function {:#x}", dom.id, vcpu, fid);
@@ -501,7 +506,9 @@ fn mmio(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs, ipa: u64, da: esr
             (off / layout::GICR_STRIDE) as usize,
             off % layout::GICR_STRIDE,
         )
-    } else if (layout::VPL011_BASE..layout::VPL011_BASE + layout::VPL011_SIZE).contains(&ipa) {
+    } else if dom.has_vpl011()
+        && (layout::VPL011_BASE..layout::VPL011_BASE + layout::VPL011_SIZE).contains(&ipa)
+    {
         Region::Uart(ipa - layout::VPL011_BASE)
     } else {
         warn!(
@@ -551,8 +558,10 @@ fn mmio(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs, ipa: u64, da: esr
         Region::Uart(off) => {
             let mut u = dom.uart.lock();
             let r = if da.write {
-                u.write(off, size, value as u32, &mut |b| console::guest_put(b))
-                    .map(|_| 0)
+                u.write(off, size, value as u32, &mut |b| {
+                    console::guest_put(dom.id, dom.name(), b)
+                })
+                .map(|_| 0)
             } else {
                 u.read(off, size).map(u64::from)
             };
@@ -652,7 +661,7 @@ fn inject_undef(regs: &mut GuestRegs) {
 }
 
 /// The arm-gic INTID for a raw number.
-fn intid_of(raw: u32) -> IntId {
+pub fn intid_of(raw: u32) -> IntId {
     match raw {
         0..16 => IntId::sgi(raw),
         16..32 => IntId::ppi(raw - 16),

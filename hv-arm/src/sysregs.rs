@@ -69,6 +69,28 @@ pub struct El1Regs {
     ich_vmcr: u64,
     ich_ap0r0: u64,
     ich_ap1r0: u64,
+    /// Pointer authentication keys (APIA, APIB, APDA, APDB, APGA; low and
+    /// high halves), when the CPU has them: each guest kernel sets its
+    /// own, and a vCPU resumed with another's would fail every check.
+    pauth: [u64; 10],
+}
+
+/// Whether the CPUs implement pointer authentication (set once by
+/// [`detect_features`]).
+static HAS_PAUTH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Records which optional EL1 state this CPU has (call on each CPU before
+/// saving or restoring [`El1Regs`]; every CPU of a system matches).
+pub fn detect_features() {
+    let isar1 = read!("id_aa64isar1_el1");
+    let isar2 = read!("s3_0_c0_c6_2"); // ID_AA64ISAR2_EL1
+    // APA [7:4], API [11:8], GPA [27:24], GPI [31:28]; ISAR2 APA3 [15:12], GPA3 [11:8].
+    let pauth = (isar1 >> 4) & 0xff != 0 || (isar1 >> 24) & 0xff != 0 || (isar2 >> 8) & 0xff != 0;
+    HAS_PAUTH.store(pauth, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn has_pauth() -> bool {
+    HAS_PAUTH.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 impl El1Regs {
@@ -78,6 +100,12 @@ impl El1Regs {
             sctlr: SCTLR_EL1_RESET,
             ..Self::default()
         }
+    }
+
+    /// CNTV_CVAL_EL0 when the saved virtual timer would fire (enabled, not
+    /// masked): its compare value in the guest's virtual count.
+    pub fn vtimer_armed(&self) -> Option<u64> {
+        (self.cntv_ctl & 0b11 == 0b01).then_some(self.cntv_cval)
     }
 
     /// Reads the calling CPU's registers.
@@ -111,6 +139,20 @@ impl El1Regs {
         self.ich_vmcr = read!("ich_vmcr_el2");
         self.ich_ap0r0 = read!("ich_ap0r0_el2");
         self.ich_ap1r0 = read!("ich_ap1r0_el2");
+        if has_pauth() {
+            self.pauth = [
+                read!("s3_0_c2_c1_0"), // APIAKeyLo_EL1
+                read!("s3_0_c2_c1_1"), // APIAKeyHi_EL1
+                read!("s3_0_c2_c1_2"), // APIBKeyLo_EL1
+                read!("s3_0_c2_c1_3"), // APIBKeyHi_EL1
+                read!("s3_0_c2_c2_0"), // APDAKeyLo_EL1
+                read!("s3_0_c2_c2_1"), // APDAKeyHi_EL1
+                read!("s3_0_c2_c2_2"), // APDBKeyLo_EL1
+                read!("s3_0_c2_c2_3"), // APDBKeyHi_EL1
+                read!("s3_0_c2_c3_0"), // APGAKeyLo_EL1
+                read!("s3_0_c2_c3_1"), // APGAKeyHi_EL1
+            ];
+        }
         // The timer stays with the vCPU: stop it firing on this CPU.
         write!("cntv_ctl_el0", 0);
     }
@@ -146,6 +188,19 @@ impl El1Regs {
         write!("ich_vmcr_el2", self.ich_vmcr);
         write!("ich_ap0r0_el2", self.ich_ap0r0);
         write!("ich_ap1r0_el2", self.ich_ap1r0);
+        if has_pauth() {
+            let k = &self.pauth;
+            write!("s3_0_c2_c1_0", k[0]);
+            write!("s3_0_c2_c1_1", k[1]);
+            write!("s3_0_c2_c1_2", k[2]);
+            write!("s3_0_c2_c1_3", k[3]);
+            write!("s3_0_c2_c2_0", k[4]);
+            write!("s3_0_c2_c2_1", k[5]);
+            write!("s3_0_c2_c2_2", k[6]);
+            write!("s3_0_c2_c2_3", k[7]);
+            write!("s3_0_c2_c3_0", k[8]);
+            write!("s3_0_c2_c3_1", k[9]);
+        }
         isb();
     }
 }

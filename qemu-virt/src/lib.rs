@@ -9,6 +9,7 @@ pub mod host;
 pub mod image;
 pub mod linux;
 pub mod log;
+pub mod multi;
 pub mod qemu;
 pub mod scenario;
 pub mod suite;

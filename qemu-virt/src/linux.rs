@@ -56,11 +56,27 @@ pub enum Mode {
     /// An interactive busybox shell on the console; `poweroff -f` when it
     /// exits.
     Shell,
+    /// First boot: a kernel panic (`echo c > /proc/sysrq-trigger`); after
+    /// a restart: `poweroff -f`. With `panic=-1 reboot=panic_warm` on the
+    /// command line the panic ends in a warm reset, which hv-arm counts as
+    /// a crash.
+    Panic,
+    /// Prints `HVTEST: ticks=N` (arch_timer interrupts, all CPUs) every
+    /// second until a line is typed on its console (at most 10 minutes),
+    /// then `poweroff -f`.
+    Ticker,
 }
 
 impl Mode {
     /// Every mode, in `--help` order.
-    pub const ALL: [Mode; 4] = [Mode::Shell, Mode::Poweroff, Mode::Reboot, Mode::Hostile];
+    pub const ALL: [Mode; 6] = [
+        Mode::Shell,
+        Mode::Poweroff,
+        Mode::Reboot,
+        Mode::Hostile,
+        Mode::Panic,
+        Mode::Ticker,
+    ];
 
     /// The `hvtest=` value.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +85,8 @@ impl Mode {
             Mode::Reboot => "reboot",
             Mode::Hostile => "hostile",
             Mode::Shell => "shell",
+            Mode::Panic => "panic",
+            Mode::Ticker => "ticker",
         }
     }
 }
@@ -190,12 +208,32 @@ hostile)
     echo "HVTEST: alive after fault"
     echo "HVTEST: nproc=$(nproc)"
     ;;
+panic)
+    if [ "$rc" = 0 ]; then
+        echo "HVTEST: panicking"
+        echo c > /proc/sysrq-trigger
+        fail "still alive after sysrq c"
+    fi
+    echo "HVTEST: back after the panic"
+    ;;
+ticker)
+    echo "HVTEST: ticking until a line is typed"
+    n=0
+    while [ $n -lt 600 ]; do
+        t=$(grep arch_timer /proc/interrupts | tr -s ' ' | cut -d' ' -f3-$(( $(nproc) + 2 )) | tr ' ' '+')
+        echo "HVTEST: ticks=$(( ${t:-0} ))"
+        if read -t 1 line; then
+            break
+        fi
+        n=$((n + 1))
+    done
+    ;;
 shell | '')
     echo "HVTEST: shell: busybox sh on the console; exit (or poweroff -f) powers off"
     setsid cttyhack sh
     ;;
 *)
-    echo "HVTEST: unknown hvtest=$mode (known: poweroff, reboot, hostile, shell)"
+    echo "HVTEST: unknown hvtest=$mode (known: poweroff, reboot, hostile, shell, panic, ticker)"
     ;;
 esac
 echo "HVTEST: powering off"
@@ -450,23 +488,57 @@ pub fn native_config(files: &LinuxFiles, bootargs: &str) -> RunConfig {
 // Reading what the boots printed.
 
 /// Splits off the hypervisor's console timestamp (`[hv 1.234567] `, with
-/// `hv.console_timestamps=1`): seconds since hypervisor entry, and the rest.
+/// `hv.console_timestamps=1`): seconds since hypervisor entry, and the
+/// rest, without the domain's `(name) ` prefix when there is one.
 pub fn hv_stamp(line: &str) -> (Option<f64>, &str) {
     let Some(rest) = line.trim_start().strip_prefix("[hv ") else {
-        return (None, line);
+        return (None, domain_of(line).map_or(line, |(_, rest)| rest));
     };
     let Some(end) = rest.find(']') else {
         return (None, line);
     };
     match rest[..end].trim().parse::<f64>() {
-        Ok(t) => (
-            Some(t),
-            rest[end + 1..]
+        Ok(t) => {
+            let rest = rest[end + 1..]
                 .strip_prefix(' ')
-                .unwrap_or(&rest[end + 1..]),
-        ),
+                .unwrap_or(&rest[end + 1..]);
+            (Some(t), domain_of(rest).map_or(rest, |(_, r)| r))
+        }
         Err(_) => (None, line),
     }
+}
+
+/// The domain name of a guest console line (`(name) text`) and its text.
+pub fn domain_of(line: &str) -> Option<(&str, &str)> {
+    let rest = line.strip_prefix('(')?;
+    let end = rest.find(") ")?;
+    let name = &rest[..end];
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'@');
+    ok.then(|| (name, &rest[end + 2..]))
+}
+
+/// The console lines of domain `name`, without their prefix (and without
+/// hypervisor timestamps), one per line.
+pub fn domain_console(console: &str, name: &str) -> String {
+    let mut out = String::new();
+    for line in console.lines() {
+        let l = line.trim_start();
+        let l = match l.strip_prefix("[hv ") {
+            Some(r) => r.find("] ").map_or(l, |e| &r[e + 2..]),
+            None => l,
+        };
+        if let Some((n, text)) = domain_of(l)
+            && n == name
+        {
+            out.push_str(text);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// A printk timestamp (`[    0.858123] text`): seconds and the text.

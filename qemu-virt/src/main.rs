@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use qemu_virt::image::build_hv_arm;
 use qemu_virt::linux::{self, Mode};
+use qemu_virt::multi;
 use qemu_virt::qemu::{ESCAPE_KEYS, RunConfig, run};
+use qemu_virt::scenario::Scenario;
 
 const AFTER_HELP: &str = "\
 Without a subcommand, qemu-virt builds hv-arm for QEMU virt (release, Image
@@ -94,13 +96,21 @@ struct RunArgs {
     /// use `build` and flash the Image).
     #[arg(long, default_value = "qemu-virt", value_name = "NAME")]
     board: String,
-    /// What runs on the hypervisor: Debian's arm64 Linux with the runner's
-    /// busybox initramfs, or nothing (the hypervisor ticks and powers off).
-    #[arg(long, value_enum, default_value_t = Guest::Linux, value_name = "GUEST")]
-    guest: Guest,
-    /// What the Linux guest's /init does (kernel parameter hvtest=): shell,
-    /// poweroff, reboot or hostile [default: shell when stdin is a
-    /// terminal, poweroff otherwise].
+    /// What runs on the hypervisor instead of a scenario: one Debian arm64
+    /// Linux with the runner's busybox initramfs, from top-level /chosen
+    /// modules (domain d1), or nothing (the hypervisor ticks and powers off).
+    #[arg(long, value_enum, value_name = "GUEST", conflicts_with = "scenario")]
+    guest: Option<Guest>,
+    /// A scenario file (TOML, see scenarios/README.md): the machine and its
+    /// domains, booted as Xen dom0less domains from one device tree
+    /// [default: scenarios/two-linux.toml, unless --guest is given].
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<std::path::PathBuf>,
+    /// What the Linux guests' /init does (kernel parameter hvtest=, set in
+    /// every domain of a scenario): shell, poweroff, reboot, hostile, panic
+    /// or ticker [default: shell when stdin is a terminal, poweroff
+    /// otherwise; a scenario keeps its own unless this is given or there is
+    /// no terminal].
     #[arg(long, value_name = "MODE", value_parser = parse_mode)]
     hvtest: Option<Mode>,
     /// More kernel parameters for the Linux guest, after `console=ttyAMA0
@@ -275,12 +285,12 @@ fn boot(args: RunArgs) -> ExitCode {
     };
     let interactive = std::io::stdin().is_terminal();
     let mut cfg = match args.guest {
-        Guest::None => {
+        Some(Guest::None) => {
             let mut cfg = RunConfig::new(built.image, built.elf);
             cfg.timeout = Duration::from_secs(60);
             cfg
         }
-        Guest::Linux => {
+        Some(Guest::Linux) => {
             let mode = args.hvtest.unwrap_or(if interactive {
                 Mode::Shell
             } else {
@@ -307,11 +317,72 @@ fn boot(args: RunArgs) -> ExitCode {
             };
             cfg
         }
+        None => {
+            if args.cpus.is_some() || args.memory.is_some() {
+                eprintln!(
+                    "qemu-virt: a scenario sets its own CPUs and memory ([machine] in the file); \
+                     --cpus and --memory go with --guest"
+                );
+                return ExitCode::FAILURE;
+            }
+            let path = args
+                .scenario
+                .clone()
+                .unwrap_or_else(multi::default_scenario);
+            let mut s = match Scenario::load(&path) {
+                Ok(s) => s,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("qemu-virt: {e}");
+                    }
+                    eprintln!("qemu-virt: the scenario was not booted");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Without a terminal nobody can type into a shell.
+            let mode = args.hvtest.or((!interactive).then_some(Mode::Poweroff));
+            if let Some(mode) = mode {
+                multi::set_hvtest(&mut s, mode);
+            }
+            if let Some(extra) = &args.bootargs {
+                for d in &mut s.domains {
+                    d.bootargs = format!("{} {extra}", d.bootargs);
+                }
+            }
+            for d in &s.domains {
+                eprintln!(
+                    "qemu-virt: domain {}: {} MiB, {} vcpus, command line \"{}\"",
+                    d.name, d.memory_mb, d.cpus, d.bootargs
+                );
+            }
+            let mut cfg = match multi::prepare(&s, &built, "", "run") {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("qemu-virt: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            eprintln!(
+                "qemu-virt: scenario {} ({} domains), device tree {}",
+                path.display(),
+                s.domains.len(),
+                cfg.dtb
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            let shells = s
+                .domains
+                .iter()
+                .any(|d| d.bootargs.contains("hvtest=shell"));
+            cfg.timeout = if shells && interactive {
+                NO_LIMIT
+            } else {
+                Duration::from_secs(600)
+            };
+            cfg
+        }
     };
-    if args.guest == Guest::None && (args.hvtest.is_some() || args.bootargs.is_some()) {
-        eprintln!("qemu-virt: --hvtest and --bootargs need a guest (--guest linux)");
-        return ExitCode::FAILURE;
-    }
     if let Some(cpus) = args.cpus {
         cfg.cpus = cpus;
     }
@@ -375,7 +446,7 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.run.cpus, Some(1));
         assert!(cli.run.icount);
-        assert_eq!(cli.run.guest, Guest::Linux);
+        assert_eq!(cli.run.guest, None);
         assert_eq!(cli.run.hvtest, None);
         assert_eq!(cli.run.qemu_args, ["-d", "guest_errors"]);
         let cli = Cli::parse_from(["qemu-virt", "build", "--board", "rpi4"]);
@@ -395,7 +466,7 @@ mod tests {
             "--bootargs",
             "loglevel=4 x=a,b",
         ]);
-        assert_eq!(cli.run.guest, Guest::None);
+        assert_eq!(cli.run.guest, Some(Guest::None));
         assert_eq!(cli.run.hvtest, Some(Mode::Reboot));
         assert_eq!(cli.run.bootargs.as_deref(), Some("loglevel=4 x=a,b"));
         assert!(Cli::try_parse_from(["qemu-virt", "--hvtest", "nope"]).is_err());

@@ -29,8 +29,9 @@ use crate::log::{LogDecoder, from_text_log};
 pub const TIMED_OUT: i32 = 124;
 
 /// The keys of an interactive run (`-serial mon:stdio`), for `--help`.
-pub const ESCAPE_KEYS: &str = "Ctrl-a x quits QEMU (Ctrl-c goes to the console), Ctrl-a c \
-switches between the console and QEMU's monitor, Ctrl-a h lists the other Ctrl-a keys";
+pub const ESCAPE_KEYS: &str = "Ctrl-t x quits QEMU (Ctrl-c goes to the console), Ctrl-t c \
+switches between the console and QEMU's monitor, Ctrl-t h lists the other Ctrl-t keys; \
+Ctrl-a three times moves the console input to the next domain";
 
 /// How often the log file and the child are looked at.
 const POLL: Duration = Duration::from_millis(20);
@@ -68,6 +69,9 @@ pub enum ModuleKind {
     },
     /// A guest initramfs (`multiboot,ramdisk`).
     Ramdisk,
+    /// Loaded as it is, with no node added (`-device loader`): for
+    /// modules a `-dtb` already describes (a partial device tree, say).
+    Raw,
 }
 
 /// A file QEMU copies into RAM for the hypervisor: rendered as a
@@ -92,12 +96,16 @@ impl BootModule {
         let esc = |s: &str| s.replace(',', ",,");
         let path = esc(&self.path.to_string_lossy());
         match &self.kind {
+            ModuleKind::Kernel { bootargs } if bootargs.is_empty() => {
+                format!("guest-loader,addr={:#x},kernel={path}", self.addr)
+            }
             ModuleKind::Kernel { bootargs } => format!(
                 "guest-loader,addr={:#x},kernel={path},bootargs={}",
                 self.addr,
                 esc(bootargs)
             ),
             ModuleKind::Ramdisk => format!("guest-loader,addr={:#x},initrd={path}", self.addr),
+            ModuleKind::Raw => format!("loader,file={path},addr={:#x},force-raw=on", self.addr),
         }
     }
 }
@@ -169,6 +177,11 @@ pub struct RunConfig {
     pub initrd: Option<PathBuf>,
     /// Files for the hypervisor's guests (guest-loader devices).
     pub modules: Vec<BootModule>,
+    /// A device tree to boot with instead of QEMU's own (`-dtb`; QEMU still
+    /// fills in memory, /chosen bootargs and initrd). With it, the nodes
+    /// guest-loader would add are dropped: the tree must describe the
+    /// modules itself (see [`crate::multi`]).
+    pub dtb: Option<PathBuf>,
     /// Typed into the console, step after step, as the console shows what
     /// each step waits for. Empty: QEMU's stdin is /dev/null. Not with
     /// `interactive` (the terminal types then).
@@ -200,6 +213,7 @@ impl RunConfig {
             append: None,
             initrd: None,
             modules: Vec::new(),
+            dtb: None,
             console_input: Vec::new(),
         }
     }
@@ -308,6 +322,14 @@ impl RunConfig {
         }
         if let Some(append) = &self.append {
             a.extend(["-append".into(), append.clone()]);
+        }
+        if let Some(dtb) = &self.dtb {
+            a.extend(["-dtb".into(), dtb.to_string_lossy().into_owned()]);
+        }
+        if self.interactive {
+            // QEMU's escape key becomes Ctrl-t, so Ctrl-a reaches the
+            // hypervisor's console switch.
+            a.extend(["-echr".into(), "0x14".into()]);
         }
         for m in &self.modules {
             a.extend(["-device".into(), m.device()]);
