@@ -86,7 +86,7 @@ fn two_linux_domains_boot_together_on_four_cpus() {
 fn a_panicking_domain_restarts_while_the_other_keeps_ticking() {
     let toml = format!(
         "[machine]\ncpus = 4\nmemory = \"2G\"\n{}{}",
-        linux_domain("ticker", 1, "192M", "hvtest=ticker", ""),
+        linux_domain("ticker", 1, "192M", "hvtest=ticker", "pin = [3]"),
         linux_domain(
             "crasher",
             1,
