@@ -1,8 +1,9 @@
 //! qemu-virt: the host side of the project's two commands.
 //!
-//! `cargo run` builds hv-arm for QEMU virt, boots it with Debian's arm64
-//! Linux as its guest and hands over the guest's shell (`--guest none`: the
-//! hypervisor alone); `cargo run -- test` runs the whole suite; `cargo run
+//! `cargo run` builds hv-arm for QEMU virt, boots it with two Debian arm64
+//! Linux domains (scenarios/two-linux.toml) and hands over their shells
+//! (`--scenario FILE`: another scenario; `--guest linux`: one dom0-style
+//! guest; `--guest none`: the hypervisor alone); `cargo run -- test` runs the whole suite; `cargo run
 //! -- build --board NAME` only builds a flashable Image; `cargo run -- bench
 //! linux` measures a guest boot against the same kernel booted directly.
 
@@ -19,22 +20,31 @@ use qemu_virt::scenario::Scenario;
 
 const AFTER_HELP: &str = "\
 Without a subcommand, qemu-virt builds hv-arm for QEMU virt (release, Image
-in target/aarch64-unknown-none/release/) and boots it with Debian's own
-arm64 kernel (linux-image-*-arm64, fetched with apt-get download and cached
-in target/cache/) and a busybox initramfs it builds, as a guest with 2
-vCPUs and 512 MiB:
+in target/aarch64-unknown-none/release/) and boots a scenario
+(--scenario FILE, default scenarios/two-linux.toml: two domains, linux1
+and linux2, with 2 vCPUs and 256 MiB each on 4 CPUs). It writes a device
+tree with the domains as Xen dom0less /chosen nodes (QEMU's own tree plus
+the scenario's nodes, merged by dtc, kept in target/cache/scenarios/) and
+loads each module file once: Debian's own arm64 kernel
+(linux-image-*-arm64, fetched with apt-get download and cached in
+target/cache/) and a busybox initramfs it builds:
   qemu-system-aarch64 -M virt,virtualization=on,gic-version=3
-      -cpu max,pauth-impdef=on -smp 2 -m 2048 -kernel hv-arm-qemu-virt.img
-      -device guest-loader,addr=0x41000000,kernel=Image,bootargs=...
-      -device guest-loader,addr=0x49000000,initrd=initramfs.cpio.gz
-The guest's command line is `console=ttyAMA0 hvtest=MODE` plus --bootargs;
-its /init prints `HVTEST: ...` lines (CPUs, interrupt counts) and then, for
---hvtest shell (the default when stdin is a terminal), gives you a busybox
-shell on the console: `poweroff -f` or `exit` powers the guest off. Other
-modes: poweroff (the default otherwise), reboot (reboots once, then powers
-off), hostile (a process reads unmapped memory and dies of SIGBUS).
---guest none boots the hypervisor alone, as before: 4 CPUs, 1 GiB, no
-guest, and it powers off after its CPUs have ticked.
+      -cpu max,pauth-impdef=on -smp 4 -m 2048 -kernel hv-arm-qemu-virt.img
+      -dtb target/cache/scenarios/run-PID-0.dtb
+      -device guest-loader,addr=0x41000000,kernel=Image
+      -device guest-loader,addr=0x43000000,initrd=initramfs.cpio.gz
+Each domain's command line comes from the scenario (--bootargs adds to it;
+--hvtest MODE sets its hvtest=). The initramfs's /init prints `HVTEST: ...`
+lines (CPUs, interrupt counts) and then, for hvtest=shell (the default when
+stdin is a terminal), gives a busybox shell on the domain's console:
+`poweroff -f` or `exit` powers that domain off. Other modes: poweroff (the
+default otherwise), reboot (reboots once, then powers off), hostile (a
+process reads unmapped memory and dies of SIGBUS), panic (a kernel panic
+first, then power-off), ticker (prints its timer tick count every second
+until a line is typed). --guest linux boots one guest from dom0-style
+top-level modules instead (domain d1, 2 vCPUs, 512 MiB, on 2 CPUs);
+--guest none boots the hypervisor alone: 4 CPUs, 1 GiB, no guest, and it
+powers off after its CPUs have ticked.
 
 qemu-system-arm and device-tree-compiler are installed with apt-get first
 if they are missing (it says so).
@@ -43,8 +53,11 @@ What the output shows:
   plain lines   the console (the board's PL011 UART), on stdout: the banner
                 `hv-arm 0.1.0 (board qemu-virt), entered at EL2 ...`, what the
                 device tree described (memory, cpus, gic, timer, uart, smmu),
-                each CPU coming up, then the guest's console (Linux's boot
-                messages, /init's `HVTEST:` lines, the shell). With --guest
+                each CPU coming up, the domains built (or refused, by
+                node), then the domains' consoles, each line prefixed
+                `(name) ` (Linux's boot messages, /init's `HVTEST:` lines,
+                the shells), and `(hv)` lines when the input focus
+                moves. With --guest
                 none: `all N cpus up in ...` (counter time from entry to the
                 last CPU), 10 EL2 timer ticks per CPU, and `powering off`.
   [hv] lines    the hypervisor's own log, on stderr:
@@ -55,18 +68,24 @@ What the output shows:
   [qemu] lines  QEMU's own error messages.
   qemu-virt:    this tool's own lines (installs, timeout, QEMU's status).
 
-Exit status is QEMU's: 0 after hv-arm's PSCI SYSTEM_OFF (with a guest: after
-the guest's), 1 after a panic or an unexpected exception, 2 when hv-arm
-rejected the device tree or the board, 124 when --timeout stopped it.
+Exit status is QEMU's: 0 after hv-arm's PSCI SYSTEM_OFF (with domains: after
+the last one powered off), 3 when a domain was destroyed after a crash, 1
+after a panic or an unexpected exception in the hypervisor, 2 when hv-arm
+rejected the device tree or the board or could build no domain, 124 when
+--timeout stopped it.
 
 Typing: when stdin is a terminal, what you type goes to the console too
-(-serial mon:stdio), Ctrl-c included. Ctrl-a x quits QEMU, Ctrl-a c
-switches between the console and QEMU's monitor, Ctrl-a h lists the other
-Ctrl-a keys. --timeout still applies.
+(-serial mon:stdio), Ctrl-c included, and from there to the domain with
+the input focus; Ctrl-a three times moves the focus to the next domain.
+QEMU's escape key is Ctrl-t (-echr 0x14): Ctrl-t x quits QEMU, Ctrl-t c
+switches between the console and QEMU's monitor, Ctrl-t h lists the other
+Ctrl-t keys. --timeout still applies.
 
 Examples:
-  cargo run                              the demo: a Linux guest's shell
-  cargo run -- --hvtest poweroff         boot the guest, check, power off
+  cargo run                              the demo: two Linux domains' shells
+  cargo run -- --hvtest poweroff         boot both domains, check, power off
+  cargo run -- --scenario scenarios/four-on-two.toml   4 domains on 2 CPUs
+  cargo run -- --guest linux             one guest from dom0-style modules
   cargo run -- --bootargs loglevel=4     more guest kernel parameters
   cargo run -- --guest none              the hypervisor alone: 4 CPUs, 1 GiB
   cargo run -- --guest none --cpus 1 --memory 512
@@ -488,7 +507,8 @@ mod tests {
         for s in [
             "[hv] lines",
             "Exit status",
-            "Ctrl-a x",
+            "Ctrl-t x",
+            "scenario",
             "build",
             "test",
             "bench",

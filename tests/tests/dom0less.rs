@@ -147,6 +147,38 @@ fn a_panicking_domain_restarts_while_the_other_keeps_ticking() {
     );
 }
 
+/// Under the default `hv,on-crash = "destroy"` a panicking domain is
+/// destroyed and its memory returned; the other runs to its end, and the
+/// exit status says a domain was lost.
+#[test]
+fn a_crashed_domain_is_destroyed_by_default() {
+    let toml = format!(
+        "[machine]\ncpus = 2\nmemory = \"1G\"\n{}{}",
+        linux_domain("steady", 1, "192M", "hvtest=poweroff", ""),
+        linux_domain(
+            "crasher",
+            1,
+            "192M",
+            "hvtest=panic panic=-1 reboot=panic_warm",
+            ""
+        )
+    );
+    let out = boot(&scenario(&toml), "", "destroy", Vec::new());
+    let t = out.transcript();
+    assert!(!out.timed_out, "timed out\n{t}");
+    assert_eq!(out.status, 3, "QEMU status after a destroyed domain\n{t}");
+    assert!(out.console.contains("(crasher) crashed on vcpu 0"), "{t}");
+    assert!(
+        out.console
+            .contains("(crasher) destroyed: 192 MiB scrubbed and returned"),
+        "{t}"
+    );
+    assert!(!out.console.contains("(crasher) restarting"), "{t}");
+    let steady = domain_console(&out.console, "steady");
+    assert!(steady.contains("HVTEST: powering off"), "{t}");
+    assert!(out.console.contains("(steady) powered off"), "{t}");
+}
+
 #[test]
 fn four_domains_on_two_cpus_reach_their_shells() {
     let mut toml = String::from("[machine]\ncpus = 2\nmemory = \"2G\"\nslice_ms = 10\n");
