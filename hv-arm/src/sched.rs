@@ -60,17 +60,14 @@ pub fn install(domains: Vec<&'static Domain>, slice_ms: u32) {
         (hz * u64::from(slice_ms.max(1)) / 1000).max(1),
         Ordering::Relaxed,
     );
-    for d in &domains {
-        for v in &d.vcpus {
-            let others = domains
-                .iter()
-                .flat_map(|o| o.vcpus.iter())
-                .filter(|o| o.pcpu == v.pcpu)
-                .count();
-            if let Some(s) = SHARED.get(v.pcpu) {
-                s.store(others > 1, Ordering::Relaxed);
-            }
+    let mut placed = [0usize; MAX_CPUS];
+    for v in domains.iter().flat_map(|d| d.vcpus.iter()) {
+        if let Some(n) = placed.get_mut(v.pcpu) {
+            *n += 1;
         }
+    }
+    for (flag, n) in SHARED.iter().zip(placed) {
+        flag.store(n > 1, Ordering::Relaxed);
     }
     DOMAINS.call_once(|| domains);
 }

@@ -491,19 +491,25 @@ pub fn native_config(files: &LinuxFiles, bootargs: &str) -> RunConfig {
 /// `hv.console_timestamps=1`): seconds since hypervisor entry, and the
 /// rest, without the domain's `(name) ` prefix when there is one.
 pub fn hv_stamp(line: &str) -> (Option<f64>, &str) {
+    let (t, rest) = strip_stamp(line);
+    (t, domain_of(rest).map_or(rest, |(_, r)| r))
+}
+
+/// The hypervisor's timestamp of a console line, and the rest as it is.
+fn strip_stamp(line: &str) -> (Option<f64>, &str) {
     let Some(rest) = line.trim_start().strip_prefix("[hv ") else {
-        return (None, domain_of(line).map_or(line, |(_, rest)| rest));
+        return (None, line);
     };
     let Some(end) = rest.find(']') else {
         return (None, line);
     };
     match rest[..end].trim().parse::<f64>() {
-        Ok(t) => {
-            let rest = rest[end + 1..]
+        Ok(t) => (
+            Some(t),
+            rest[end + 1..]
                 .strip_prefix(' ')
-                .unwrap_or(&rest[end + 1..]);
-            (Some(t), domain_of(rest).map_or(rest, |(_, r)| r))
-        }
+                .unwrap_or(&rest[end + 1..]),
+        ),
         Err(_) => (None, line),
     }
 }
@@ -526,12 +532,7 @@ pub fn domain_of(line: &str) -> Option<(&str, &str)> {
 pub fn domain_console(console: &str, name: &str) -> String {
     let mut out = String::new();
     for line in console.lines() {
-        let l = line.trim_start();
-        let l = match l.strip_prefix("[hv ") {
-            Some(r) => r.find("] ").map_or(l, |e| &r[e + 2..]),
-            None => l,
-        };
-        if let Some((n, text)) = domain_of(l)
+        if let Some((n, text)) = domain_of(strip_stamp(line.trim_start()).1)
             && n == name
         {
             out.push_str(text);
