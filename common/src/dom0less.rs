@@ -27,13 +27,48 @@
 //! - `direct-map`: refused (it needs `xen,static-mem`, not supported);
 //! - `passthrough`: `"enabled"` is refused until the SMMU driver exists,
 //!   `"disabled"` accepted, anything else refused;
-//! - `xen,enhanced`: `"enabled"` (also an empty value), `"legacy"` or
-//!   `"no-xenstore"`; anything else refused;
+//! - `xen,enhanced`: `"enabled"` (also an empty value), `"no-xenstore"` or
+//!   `"disabled"` (Xen 4.17's three), or `"legacy"` (added by later Xen,
+//!   `"enabled"` for older kernels); anything else is refused. Absent or
+//!   `"disabled"`, the domain gets no Xen interfaces and its device tree no
+//!   `/hypervisor` node, as in Xen ([`DomainSpec::xen_interfaces`]);
 //! - children with `compatible` `"multiboot,kernel"`, `"multiboot,ramdisk"`
 //!   or `"multiboot,device-tree"` (normally also `"multiboot,module"`), with
 //!   `reg` and, on the kernel, `bootargs`; a plain `"multiboot,module"` is
 //!   the kernel if none was seen yet, else the ramdisk. At most one of each
-//!   kind; a kernel is required.
+//!   kind; a kernel is required;
+//! - static event channels ("Static Event Channel"): a child
+//!   `compatible = "xen,evtchn-v1"; xen,evtchn = <local-port &peer>;` whose
+//!   phandle names a `xen,evtchn-v1` child of another domain node that
+//!   names this node back (so this node needs a `phandle`, which dtc gives
+//!   any node a `&label` names). Ports are 1 to [`MAX_STATIC_PORT`] on
+//!   both ends, a port once per domain, at most [`MAX_STATIC_EVTCHNS`]
+//!   per domain. The phandle is looked up among the children of `/chosen`
+//!   and of its domain nodes and must name exactly one of them. Xen also
+//!   lets a domain bind to dom0's nodes directly under `/chosen`; there is
+//!   no Xen dom0 here, so such a peer is refused. Read into
+//!   [`DomainSpec::static_evtchns`] with the peer's domain node name;
+//! - static shared memory ("Static Shared Memory", Xen 4.17): a child
+//!   `compatible = "xen,domain-shared-memory-v1"; xen,shm-id = "id";
+//!   xen,shared-mem = <host guest size>;` and optionally
+//!   `role = "owner" | "borrower"` (default borrower: then, as in Xen, no
+//!   domain owns the memory). The cells are the domain node's
+//!   `#address-cells` for `host` and `guest` and `#size-cells` for `size`
+//!   (each 1 or 2). The id is 1 to [`MAX_SHM_ID`] bytes (Xen's
+//!   `MAX_SHM_ID_LENGTH`, 16 with the NUL); host, guest and size are 4 KiB
+//!   aligned ([`SHM_ALIGN`]), the size non-zero, neither range wraps; the
+//!   host range lies in the RAM given to [`parse`]; at most
+//!   [`MAX_SHARED_MEMS`] per domain, an id once per domain, and the guest
+//!   ranges of one domain do not overlap. Across domains (checked against
+//!   the domains accepted before, so the later one is refused): one id is
+//!   one host range and size everywhere, the ranges of different ids do
+//!   not overlap, an id has at most one owner, and no range overlaps a
+//!   boot module of anyone (dom0 included). Whether a guest range is free
+//!   in the guest's address map (outside its RAM, the grant-table window,
+//!   the device frames and the extended regions) is the hypervisor's
+//!   check, which knows that map (`armvm::layout`). Read into
+//!   [`DomainSpec::shared_mems`]; [`Boot::shm_regions`] lists each region
+//!   once, for the hypervisor to keep out of its heap.
 //!
 //! # Our additions
 //!
@@ -43,11 +78,32 @@
 //!   hard-affinity = <cpu ...>;` pins vCPU `N` (below `cpus`) to the listed
 //!   physical CPUs (each below 64), kept as a mask per vCPU. One node per
 //!   vCPU; the list may not be empty.
-//! - Children with compatible `"xen,evtchn-v1"` or
-//!   `"xen,domain-shared-memory-v1"` are accepted and only counted for now.
-//!   Children without `compatible` are ignored; any other compatible refuses
-//!   the domain (a domain that asks for something we do not give is not
-//!   built half-way).
+//! - The communication policy: `hv,xen-peers = "name", ...;` on a domain
+//!   node lists the domain nodes (by name) it may open event channels with
+//!   and exchange grants with, at most [`MAX_PEERS`] names of 1 to
+//!   [`MAX_PEER_NAME`] bytes, none twice, not its own. Two domains may talk
+//!   when either names the other, or they share a static event channel or
+//!   a static shared-memory id ([`DomainSpec::may_talk`]); a domain may
+//!   always talk to itself. A name that matches no domain is not an error
+//!   (that domain may have been refused, and one bad domain must not take
+//!   others down): it simply matches nothing, and [`Boot::unknown_peers`] lists such
+//!   names for the hypervisor to log. The dom0-style top-level domain has
+//!   no node and is outside this policy.
+//! - Children without `compatible` are ignored; any other compatible than
+//!   the ones above refuses the domain (a domain that asks for something we
+//!   do not give is not built half-way).
+//!
+//! # What the hypervisor does with channels and regions
+//!
+//! Both ends of a static event channel are checked here, each from its own
+//! domain, so when both domains are accepted each lists the other's end.
+//! When the peer domain was refused (here, or later when it could not be
+//! built) the channel names a domain the hypervisor does not find: the
+//! hypervisor skips that channel with a log line, and the domain is built
+//! without it. A shared region is host memory mapped into every built
+//! domain that names its id; when its owner is refused the borrowers still
+//! map it, and the hypervisor holds the memory (as Xen's `DOMID_IO` does
+//! when no domain is the owner).
 //!
 //! # Checks on a domain's modules
 //!
@@ -104,6 +160,27 @@ pub const CAP_HARDWARE: u32 = 2;
 /// `capabilities` bit: the domain runs xenstore.
 pub const CAP_XENSTORE: u32 = 4;
 const CAP_ALL: u32 = CAP_CONTROL | CAP_HARDWARE | CAP_XENSTORE;
+/// Highest port a static event channel may use: the hypervisor's bound on
+/// a domain's ports. Every guest starts on the 2-level event-channel ABI,
+/// which has 4096 ports on a 64-bit guest (`EVTCHN_2L_NR_CHANNELS`), and
+/// port 0 is never a channel, so static ports are 1 to 4095 (Xen allows
+/// more only once a guest has switched to the FIFO ABI, too late for a
+/// channel bound before the domain starts).
+pub const MAX_STATIC_PORT: u32 = 4095;
+/// Most static event channels (`xen,evtchn-v1` children) per domain.
+pub const MAX_STATIC_EVTCHNS: usize = 16;
+/// Most static shared-memory regions (`xen,domain-shared-memory-v1`
+/// children) per domain.
+pub const MAX_SHARED_MEMS: usize = 8;
+/// Longest `xen,shm-id`, in bytes without the NUL (Xen's
+/// `MAX_SHM_ID_LENGTH` is 16 with it).
+pub const MAX_SHM_ID: usize = 15;
+/// Alignment of a shared region's host address, guest address and size.
+pub const SHM_ALIGN: u64 = 4096;
+/// Most names in a domain's `hv,xen-peers`.
+pub const MAX_PEERS: usize = 16;
+/// Longest name in `hv,xen-peers`, in bytes.
+pub const MAX_PEER_NAME: usize = 64;
 
 /// What happens when a domain crashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +202,50 @@ pub enum Passthrough {
     Disabled,
 }
 
+/// One end of a static event channel, as its domain sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaticEvtchn<'a> {
+    /// This domain's port, 1 to [`MAX_STATIC_PORT`].
+    pub local_port: u32,
+    /// The node name of the peer's `xen,domain` node (its domain's name).
+    pub peer_domain: &'a str,
+    /// The peer's port, 1 to [`MAX_STATIC_PORT`].
+    pub peer_port: u32,
+}
+
+/// One static shared-memory region, as a domain maps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedMem<'a> {
+    /// `xen,shm-id`: 1 to [`MAX_SHM_ID`] bytes, one region per id.
+    pub id: &'a str,
+    /// Host physical address ([`SHM_ALIGN`] aligned, in the usable RAM).
+    pub host: u64,
+    /// Guest physical address in this domain ([`SHM_ALIGN`] aligned).
+    pub guest: u64,
+    /// Bytes, non-zero, [`SHM_ALIGN`] aligned; neither range wraps.
+    pub size: u64,
+    /// `role = "owner"` (else a borrower).
+    pub owner: bool,
+}
+
+impl SharedMem<'_> {
+    /// The host range.
+    pub fn host_range(&self) -> PhysRange {
+        PhysRange {
+            start: self.host,
+            end: self.host.saturating_add(self.size),
+        }
+    }
+
+    /// The guest range.
+    pub fn guest_range(&self) -> PhysRange {
+        PhysRange {
+            start: self.guest,
+            end: self.guest.saturating_add(self.size),
+        }
+    }
+}
+
 /// One domain to build, as `/chosen` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainSpec<'a> {
@@ -142,7 +263,8 @@ pub struct DomainSpec<'a> {
     pub direct_map: bool,
     /// `passthrough` (never `Enabled` for now).
     pub passthrough: Passthrough,
-    /// `xen,enhanced`: `"enabled"`, `"legacy"` or `"no-xenstore"`.
+    /// `xen,enhanced`: `"enabled"` (also for an empty value),
+    /// `"no-xenstore"`, `"disabled"` or `"legacy"`; `None` when absent.
     pub enhanced: Option<&'a str>,
     /// `hv,on-crash`.
     pub on_crash: OnCrash,
@@ -158,10 +280,48 @@ pub struct DomainSpec<'a> {
     /// Per vCPU, the physical CPUs it may run on (bit n = CPU n); 0 = not
     /// pinned. Entries at and above `cpus` are 0.
     pub affinity: [u64; MAX_VCPUS as usize],
-    /// Number of `xen,evtchn-v1` children.
-    pub static_evtchns: u8,
-    /// Number of `xen,domain-shared-memory-v1` children.
-    pub shared_mems: u8,
+    /// The static event channels, in tree order: local ports distinct,
+    /// each peer's end checked to point back.
+    pub static_evtchns: ArrayVec<StaticEvtchn<'a>, MAX_STATIC_EVTCHNS>,
+    /// The static shared-memory regions, in tree order: ids distinct,
+    /// guest ranges disjoint.
+    pub shared_mems: ArrayVec<SharedMem<'a>, MAX_SHARED_MEMS>,
+    /// `hv,xen-peers`: the domains (node names) it may talk to, besides
+    /// those it shares a channel or a region with.
+    pub peers: ArrayVec<&'a str, MAX_PEERS>,
+}
+
+impl DomainSpec<'_> {
+    /// Whether the domain gets Xen's interfaces (hypercalls, grant table,
+    /// event channels, the `/hypervisor` node): `xen,enhanced` present and
+    /// not `"disabled"`.
+    pub fn xen_interfaces(&self) -> bool {
+        self.enhanced.is_some_and(|e| e != "disabled")
+    }
+
+    /// Whether the domain asked for xenstore too (`"enabled"` or
+    /// `"legacy"`).
+    pub fn xenstore(&self) -> bool {
+        matches!(self.enhanced, Some("enabled" | "legacy"))
+    }
+
+    /// The communication policy: whether this domain and `other` may open
+    /// event channels with each other and exchange grants. True for the
+    /// domain itself, when either names the other in `hv,xen-peers`, or
+    /// when they share a static event channel or a shared-memory id.
+    /// Symmetric. Bounded: at most 16 names, 16 channels and 8 x 8 ids.
+    pub fn may_talk(&self, other: &DomainSpec<'_>) -> bool {
+        let (a, b) = (self.node, other.node);
+        a == b
+            || self.peers.contains(&b)
+            || other.peers.contains(&a)
+            || self.static_evtchns.iter().any(|e| e.peer_domain == b)
+            || other.static_evtchns.iter().any(|e| e.peer_domain == a)
+            || self
+                .shared_mems
+                .iter()
+                .any(|s| other.shared_mems.iter().any(|t| t.id == s.id))
+    }
 }
 
 /// Why a domain node was refused; each names the node.
@@ -185,6 +345,22 @@ pub enum DomainError<'a> {
     BadProperty(&'a str, &'static str, &'static str),
     /// More than [`MAX_DOMAINS`] domains: this one is left out.
     TooManyDomains(&'a str),
+    /// A static event channel (second) of the domain (first) is refused:
+    /// why.
+    Evtchn(&'a str, &'a str, &'static str),
+    /// A static shared-memory node (second) of the domain (first) is
+    /// refused: why.
+    SharedMem(&'a str, &'a str, &'static str),
+    /// A static shared-memory node (second) of the domain (first)
+    /// conflicts with a region of an earlier domain (third): why, phrased
+    /// to end with that domain.
+    ShmConflict(&'a str, &'a str, &'a str, &'static str),
+    /// A static shared-memory node (second) of the domain (first) overlaps
+    /// a boot module (third).
+    ShmOverModule(&'a str, &'a str, &'a str),
+    /// A module (second) of the domain (first) overlaps a shared region of
+    /// an earlier domain (third).
+    ModuleOverShm(&'a str, &'a str, &'a str),
 }
 
 impl fmt::Display for DomainError<'_> {
@@ -227,6 +403,26 @@ impl fmt::Display for DomainError<'_> {
             DomainError::TooManyDomains(d) => {
                 write!(f, "/chosen/{d}: more than {MAX_DOMAINS} domains")
             }
+            DomainError::Evtchn(d, c, why) => {
+                write!(f, "/chosen/{d}/{c}: static event channel: {why}")
+            }
+            DomainError::SharedMem(d, c, why) => {
+                write!(f, "/chosen/{d}/{c}: static shared memory: {why}")
+            }
+            DomainError::ShmConflict(d, c, o, why) => {
+                write!(
+                    f,
+                    "/chosen/{d}/{c}: static shared memory: {why} /chosen/{o}"
+                )
+            }
+            DomainError::ShmOverModule(d, c, m) => write!(
+                f,
+                "/chosen/{d}/{c}: static shared memory overlaps boot module {m}"
+            ),
+            DomainError::ModuleOverShm(d, m, o) => write!(
+                f,
+                "/chosen/{d}/{m}: module overlaps static shared memory of /chosen/{o}"
+            ),
         }?;
         f.write_str("; domain not built")
     }
@@ -261,6 +457,36 @@ impl<'a> Boot<'a> {
             self.errors_dropped = self.errors_dropped.saturating_add(1);
         }
     }
+
+    /// Each static shared-memory region of the accepted domains once, as
+    /// (id, host range), in the order first named: the memory the
+    /// hypervisor keeps out of its heap and maps into each domain that
+    /// names the id. Regions never overlap each other or a module.
+    pub fn shm_regions(&self) -> impl Iterator<Item = (&'a str, PhysRange)> + '_ {
+        self.domains.iter().enumerate().flat_map(move |(i, d)| {
+            let earlier = self.domains.get(..i).unwrap_or(&[]);
+            d.shared_mems
+                .iter()
+                .filter(move |s| {
+                    !earlier
+                        .iter()
+                        .any(|e| e.shared_mems.iter().any(|t| t.id == s.id))
+                })
+                .map(|s| (s.id, s.host_range()))
+        })
+    }
+
+    /// The `hv,xen-peers` names of accepted domains that name no accepted
+    /// domain, as (domain, name): not errors (the named domain may have
+    /// been refused), for the hypervisor to log.
+    pub fn unknown_peers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.domains.iter().flat_map(move |d| {
+            d.peers
+                .iter()
+                .filter(move |p| !self.domains.iter().any(|e| e.node == **p))
+                .map(move |p| (d.node, *p))
+        })
+    }
 }
 
 /// Reads `/chosen` of `dtb`; module checks use `ram`, the host's RAM ranges.
@@ -290,7 +516,7 @@ pub fn parse<'a>(dtb: &'a [u8], ram: &[PhysRange]) -> Result<Boot<'a>, ModuleErr
         }
     }
     let mut hardware_taken = boot.dom0.is_some();
-    for node in chosen.children() {
+    for (index, node) in chosen.children().enumerate() {
         if !modules::compatible(&node, "xen,domain") {
             continue;
         }
@@ -302,8 +528,15 @@ pub fn parse<'a>(dtb: &'a [u8], ram: &[PhysRange]) -> Result<Boot<'a>, ModuleErr
                 continue;
             }
         };
-        let parents = [node, chosen, root];
-        match domain(&parents, owner, ram, hardware_taken, &mut boot.modules) {
+        let ctx = Ctx {
+            chain: [node, chosen, root],
+            index,
+            owner,
+            ram,
+            hardware_taken,
+            accepted: &boot.domains,
+        };
+        match domain(&ctx, &mut boot.modules) {
             Ok(spec) => {
                 hardware_taken |= spec.capabilities & CAP_HARDWARE != 0;
                 if let Err(e) = boot.domains.try_push(spec) {
@@ -321,17 +554,39 @@ pub fn parse<'a>(dtb: &'a [u8], ram: &[PhysRange]) -> Result<Boot<'a>, ModuleErr
     Ok(boot)
 }
 
-/// Reads the domain `chain[0]` (its parents follow, for the cells) and adds
-/// its modules to `table` as `owner`. On an error some of them may be in
-/// the table: the caller rolls them back.
-fn domain<'a>(
-    chain: &[Node<'a>; 3],
+/// What reading one domain needs besides the module table.
+struct Ctx<'a, 'b> {
+    /// The domain node, `/chosen`, the root (for the cells).
+    chain: [Node<'a>; 3],
+    /// The domain node's index among `/chosen`'s children (its identity
+    /// when a static event channel's peer is looked up).
+    index: usize,
+    /// Its owner number in the module table.
     owner: u8,
-    ram: &[PhysRange],
+    /// The RAM modules and shared memory must lie in.
+    ram: &'b [PhysRange],
+    /// Whether a hardware domain was accepted already.
     hardware_taken: bool,
+    /// The domains accepted before this one.
+    accepted: &'b [DomainSpec<'a>],
+}
+
+/// Reads the domain `ctx.chain[0]` and adds its modules to `table` as
+/// `ctx.owner`. On an error some of them may be in the table: the caller
+/// rolls them back.
+fn domain<'a>(
+    ctx: &Ctx<'a, '_>,
     table: &mut Modules<'a>,
 ) -> Result<DomainSpec<'a>, DomainError<'a>> {
-    let [node, ..] = chain;
+    let Ctx {
+        chain,
+        owner,
+        ram,
+        hardware_taken,
+        ..
+    } = *ctx;
+    let [node, chosen, _] = chain;
+    let node = &node;
     let dom = node.name();
     let bad = |p: &'static str, why: &'static str| DomainError::BadProperty(dom, p, why);
     let memory = memory(node).map_err(|why| bad("memory", why))?;
@@ -373,11 +628,11 @@ fn domain<'a>(
         None => None,
         Some([]) => Some("enabled"),
         Some(v) => match modules::string(v) {
-            Some(s @ ("enabled" | "legacy" | "no-xenstore")) => Some(s),
+            Some(s @ ("enabled" | "no-xenstore" | "disabled" | "legacy")) => Some(s),
             _ => {
                 return Err(bad(
                     "xen,enhanced",
-                    "not \"enabled\", \"legacy\" or \"no-xenstore\"",
+                    "not \"enabled\", \"no-xenstore\", \"disabled\" or \"legacy\"",
                 ));
             }
         },
@@ -388,7 +643,8 @@ fn domain<'a>(
         Some(Some("restart")) => OnCrash::Restart,
         Some(_) => return Err(bad("hv,on-crash", "neither \"destroy\" nor \"restart\"")),
     };
-    let (acells, scells) = modules::cells(chain);
+    let peers = peers(node).map_err(|why| bad("hv,xen-peers", why))?;
+    let (acells, scells) = modules::cells(&chain);
 
     let mut kernel = None;
     let mut ramdisk = None;
@@ -397,8 +653,11 @@ fn domain<'a>(
     let mut order: ArrayVec<BootModule<'a>, 3> = ArrayVec::new();
     let mut used = GUEST_DTB_ROOM;
     let mut affinity = [0u64; MAX_VCPUS as usize];
-    let mut static_evtchns = 0u8;
-    let mut shared_mems = 0u8;
+    // The static event channels as read; their peers are found after.
+    let mut channels: ArrayVec<Channel<'a>, MAX_STATIC_EVTCHNS> = ArrayVec::new();
+    let mut shared_mems: ArrayVec<SharedMem<'a>, MAX_SHARED_MEMS> = ArrayVec::new();
+    // The shared-memory nodes' names, for the checks after the loop.
+    let mut shm_nodes: ArrayVec<&'a str, MAX_SHARED_MEMS> = ArrayVec::new();
     for child in node.children() {
         let name = child.name();
         if child.property("compatible").is_none() {
@@ -435,20 +694,63 @@ fn domain<'a>(
         } else if modules::compatible(&child, "xen,vcpu") {
             vcpu(&child, cpus, &mut affinity).map_err(|(p, why)| bad(p, why))?;
         } else if modules::compatible(&child, "xen,evtchn-v1") {
-            static_evtchns = static_evtchns
-                .checked_add(1)
-                .ok_or(bad("xen,evtchn-v1", "more than 255 nodes"))?;
+            let why = |why| DomainError::Evtchn(dom, name, why);
+            let e = evtchn_node(&child).map_err(why)?;
+            if channels.iter().any(|o| o.port == e.port) {
+                return Err(why("local port used by another channel of this domain"));
+            }
+            channels
+                .try_push(e)
+                .map_err(|_| why("more than 16 static event channels in one domain"))?;
         } else if modules::compatible(&child, "xen,domain-shared-memory-v1") {
-            shared_mems = shared_mems
-                .checked_add(1)
-                .ok_or(bad("xen,domain-shared-memory-v1", "more than 255 nodes"))?;
+            let why = |why| DomainError::SharedMem(dom, name, why);
+            let m = shared_mem(&child, acells, scells).map_err(why)?;
+            if !ram.iter().any(|r| r.contains(&m.host_range())) {
+                return Err(why("host range outside the usable RAM"));
+            }
+            for o in &shared_mems {
+                if o.id == m.id {
+                    return Err(why("xen,shm-id used twice in this domain"));
+                }
+                if o.host_range().overlaps(&m.host_range()) {
+                    return Err(why("host range overlaps another region of this domain"));
+                }
+                if o.guest_range().overlaps(&m.guest_range()) {
+                    return Err(why("guest range overlaps another region of this domain"));
+                }
+            }
+            shared_mems
+                .try_push(m)
+                .map_err(|_| why("more than 8 shared-memory regions in one domain"))?;
+            // As many names as regions: never full.
+            shm_nodes.try_push(name).map_err(|_| why("more than 8"))?;
         } else {
             return Err(DomainError::UnknownCompatible(dom, name));
         }
     }
+    let static_evtchns = peers_of(&chosen, ctx.index, &channels)
+        .map_err(|(n, why)| DomainError::Evtchn(dom, n, why))?;
     let kernel = kernel.ok_or(DomainError::MissingKernel(dom))?;
-    for m in order {
+    for &m in &order {
         table.push(m).map_err(|e| DomainError::Module(dom, e))?;
+    }
+    // The table now holds this domain's modules too.
+    for (m, &name) in shared_mems.iter().zip(&shm_nodes) {
+        if let Some(t) = table.iter().find(|t| t.range.overlaps(&m.host_range())) {
+            return Err(DomainError::ShmOverModule(dom, name, t.node));
+        }
+        shm_conflict(m, ctx.accepted).map_or(Ok(()), |(o, why)| {
+            Err(DomainError::ShmConflict(dom, name, o, why))
+        })?;
+    }
+    for m in &order {
+        if let Some(o) = ctx.accepted.iter().find(|o| {
+            o.shared_mems
+                .iter()
+                .any(|t| t.host_range().overlaps(&m.range))
+        }) {
+            return Err(DomainError::ModuleOverShm(dom, m.node, o.node));
+        }
     }
     // What a domain is handed carries only its own bit.
     let own = |m: BootModule<'a>| BootModule {
@@ -472,7 +774,315 @@ fn domain<'a>(
         affinity,
         static_evtchns,
         shared_mems,
+        peers,
     })
+}
+
+/// `hv,xen-peers`: a list of 1 to [`MAX_PEERS`] distinct names, or absent
+/// or empty (no peers).
+fn peers<'a>(node: &Node<'a>) -> Result<ArrayVec<&'a str, MAX_PEERS>, &'static str> {
+    let mut out = ArrayVec::new();
+    let v = match node.property("hv,xen-peers") {
+        None | Some([]) => return Ok(out),
+        Some(v) => v.strip_suffix(&[0]).ok_or("not a list of strings")?,
+    };
+    for name in v.split(|&b| b == 0) {
+        let name = core::str::from_utf8(name).map_err(|_| "a name not UTF-8")?;
+        if name.is_empty() || name.len() > MAX_PEER_NAME {
+            return Err("a name empty or longer than 64 bytes");
+        }
+        if name == node.name() {
+            return Err("names the domain itself");
+        }
+        if out.contains(&name) {
+            return Err("a name twice");
+        }
+        out.try_push(name).map_err(|_| "more than 16 names")?;
+    }
+    Ok(out)
+}
+
+/// A node's phandle (`phandle`, else `linux,phandle`), when it has a valid
+/// one (neither 0 nor all ones). One pass over its properties.
+fn phandle(node: &Node<'_>) -> Option<u32> {
+    let mut linux = None;
+    for p in node.properties() {
+        match p.name {
+            "phandle" => return be32(p.value).filter(|&p| p != 0 && p != u32::MAX),
+            "linux,phandle" => linux = Some(p.value),
+            _ => {}
+        }
+    }
+    linux.and_then(be32).filter(|&p| p != 0 && p != u32::MAX)
+}
+
+/// `xen,evtchn = <port phandle>`.
+fn evtchn_cells(node: &Node<'_>) -> Option<(u32, u32)> {
+    match *node.property("xen,evtchn")? {
+        [a, b, c, d, e, f, g, h] => Some((
+            u32::from_be_bytes([a, b, c, d]),
+            u32::from_be_bytes([e, f, g, h]),
+        )),
+        _ => None,
+    }
+}
+
+/// A static event channel as its node says, its peer not looked up yet.
+#[derive(Clone, Copy)]
+struct Channel<'a> {
+    /// The node's name.
+    node: &'a str,
+    /// Its local port, 1 to [`MAX_STATIC_PORT`].
+    port: u32,
+    /// The phandle it names.
+    target: u32,
+    /// Its own phandle.
+    own: u32,
+}
+
+/// Reads a static event channel node alone.
+fn evtchn_node<'a>(node: &Node<'a>) -> Result<Channel<'a>, &'static str> {
+    let (port, target) = evtchn_cells(node).ok_or("xen,evtchn is not <local-port &peer>")?;
+    if !(1..=MAX_STATIC_PORT).contains(&port) {
+        return Err("local port not 1 to 4095");
+    }
+    let own = phandle(node).ok_or("the node has no phandle, so no peer can point back at it")?;
+    Ok(Channel {
+        node: node.name(),
+        port,
+        target,
+        own,
+    })
+}
+
+/// Where a phandle of a static event channel led.
+#[derive(Clone, Copy)]
+enum Found<'a> {
+    /// A child of `/chosen` itself (dom0's channels, in Xen).
+    TopLevel(Node<'a>),
+    /// A child (`node`) of a domain node (`domain`, child `index` of
+    /// `/chosen`).
+    InDomain {
+        index: usize,
+        domain: Node<'a>,
+        node: Node<'a>,
+    },
+}
+
+/// One channel's lookup: what its phandle named, how many nodes did, and
+/// how many carry its own phandle.
+#[derive(Clone, Copy)]
+struct Lookup<'a> {
+    channel: Channel<'a>,
+    found: Option<Found<'a>>,
+    targets: u8,
+    owners: u8,
+}
+
+/// Finds and checks the peer of each channel of the domain that is child
+/// `me` of `chosen`, in one pass over the children of `/chosen` and of its
+/// domain nodes (each node's properties read once, compared with at most
+/// [`MAX_STATIC_EVTCHNS`] phandles). A phandle must name exactly one of
+/// those nodes, and a channel's own phandle be on one only (its peer looks
+/// it up the same way). Errs with the first channel, in tree order, that
+/// fails, and why.
+fn peers_of<'a>(
+    chosen: &Node<'a>,
+    me: usize,
+    channels: &[Channel<'a>],
+) -> Result<ArrayVec<StaticEvtchn<'a>, MAX_STATIC_EVTCHNS>, (&'a str, &'static str)> {
+    let mut out = ArrayVec::new();
+    if channels.is_empty() {
+        return Ok(out);
+    }
+    let mut lookups: ArrayVec<Lookup<'a>, MAX_STATIC_EVTCHNS> = channels
+        .iter()
+        .map(|&channel| Lookup {
+            channel,
+            found: None,
+            targets: 0,
+            owners: 0,
+        })
+        .collect();
+    let mut visit = |node: &Node<'a>, hit: Found<'a>| {
+        let Some(ph) = phandle(node) else { return };
+        for l in &mut lookups {
+            if ph == l.channel.own {
+                l.owners = l.owners.saturating_add(1);
+            }
+            if ph == l.channel.target {
+                l.targets = l.targets.saturating_add(1);
+                l.found = Some(hit);
+            }
+        }
+    };
+    for (index, c) in chosen.children().enumerate() {
+        visit(&c, Found::TopLevel(c));
+        if !modules::compatible(&c, "xen,domain") {
+            continue;
+        }
+        for node in c.children() {
+            let hit = Found::InDomain {
+                index,
+                domain: c,
+                node,
+            };
+            visit(&node, hit);
+        }
+    }
+    for l in &lookups {
+        let e = check_peer(l, me).map_err(|why| (l.channel.node, why))?;
+        // As many as channels: never full.
+        out.try_push(e).map_err(|_| {
+            (
+                l.channel.node,
+                "more than 16 static event channels in one domain",
+            )
+        })?;
+    }
+    Ok(out)
+}
+
+/// Checks what a channel's phandle led to.
+fn check_peer<'a>(l: &Lookup<'a>, me: usize) -> Result<StaticEvtchn<'a>, &'static str> {
+    if l.owners > 1 {
+        return Err("its own phandle is on more than one node in /chosen");
+    }
+    if l.targets > 1 {
+        return Err("the phandle names more than one node in /chosen");
+    }
+    let (index, domain, peer) = match l.found {
+        None => return Err("the phandle names no node of a domain in /chosen"),
+        Some(Found::TopLevel(n)) if modules::compatible(&n, "xen,evtchn-v1") => {
+            return Err("the peer is a dom0 channel directly under /chosen: there is no dom0 here");
+        }
+        Some(Found::TopLevel(_)) => {
+            return Err("the phandle names a node that is not xen,evtchn-v1");
+        }
+        Some(Found::InDomain {
+            index,
+            domain,
+            node,
+        }) => (index, domain, node),
+    };
+    if !modules::compatible(&peer, "xen,evtchn-v1") {
+        return Err("the phandle names a node that is not xen,evtchn-v1");
+    }
+    if index == me {
+        return Err("the peer is in the same domain");
+    }
+    let (peer_port, back) =
+        evtchn_cells(&peer).ok_or("the peer's xen,evtchn is not <port &node>")?;
+    if back != l.channel.own {
+        return Err("the peer does not point back at this node");
+    }
+    if !(1..=MAX_STATIC_PORT).contains(&peer_port) {
+        return Err("the peer's port not 1 to 4095");
+    }
+    Ok(StaticEvtchn {
+        local_port: l.channel.port,
+        peer_domain: domain.name(),
+        peer_port,
+    })
+}
+
+/// One number of 1 or 2 cells.
+fn number(v: &[u8]) -> Option<u64> {
+    match *v {
+        [a, b, c, d] => Some(u64::from(u32::from_be_bytes([a, b, c, d]))),
+        [a, b, c, d, e, f, g, h] => Some(u64::from_be_bytes([a, b, c, d, e, f, g, h])),
+        _ => None,
+    }
+}
+
+/// Reads a static shared-memory node with the domain's cells and checks
+/// what it says alone.
+fn shared_mem<'a>(
+    node: &Node<'a>,
+    acells: u32,
+    scells: u32,
+) -> Result<SharedMem<'a>, &'static str> {
+    let id = node
+        .property("xen,shm-id")
+        .and_then(modules::string)
+        .ok_or("xen,shm-id missing or not one string")?;
+    if id.is_empty() || id.len() > MAX_SHM_ID {
+        return Err("xen,shm-id empty or longer than 15 bytes");
+    }
+    let owner = match node.property("role").map(modules::string) {
+        None | Some(Some("borrower")) => false,
+        Some(Some("owner")) => true,
+        Some(_) => return Err("role neither \"owner\" nor \"borrower\""),
+    };
+    let bytes = |cells| match cells {
+        1 => Some(4usize),
+        2 => Some(8),
+        _ => None,
+    };
+    let (Some(a), Some(s)) = (bytes(acells), bytes(scells)) else {
+        return Err("the domain's #address-cells and #size-cells must be 1 or 2");
+    };
+    let v = node
+        .property("xen,shared-mem")
+        .ok_or("xen,shared-mem missing")?;
+    let (host, rest) = v.split_at_checked(a).ok_or(SHARED_MEM_CELLS)?;
+    let (guest, size) = rest.split_at_checked(a).ok_or(SHARED_MEM_CELLS)?;
+    if size.len() != s {
+        return Err(SHARED_MEM_CELLS);
+    }
+    let (Some(host), Some(guest), Some(size)) = (number(host), number(guest), number(size)) else {
+        return Err(SHARED_MEM_CELLS);
+    };
+    if size == 0 {
+        return Err("size 0");
+    }
+    if ![host, guest, size]
+        .iter()
+        .all(|x| x.is_multiple_of(SHM_ALIGN))
+    {
+        return Err("host, guest or size not 4 KiB aligned");
+    }
+    if host.checked_add(size).is_none() || guest.checked_add(size).is_none() {
+        return Err("a range runs past the address space");
+    }
+    Ok(SharedMem {
+        id,
+        host,
+        guest,
+        size,
+        owner,
+    })
+}
+
+const SHARED_MEM_CELLS: &str = "xen,shared-mem is not <host guest size> in the domain's cells";
+
+/// How region `m` of a new domain conflicts with the regions of the
+/// domains accepted before, if it does: (that domain, why).
+fn shm_conflict<'a>(
+    m: &SharedMem<'_>,
+    accepted: &[DomainSpec<'a>],
+) -> Option<(&'a str, &'static str)> {
+    for o in accepted {
+        for t in &o.shared_mems {
+            if t.id == m.id {
+                if (t.host, t.size) != (m.host, m.size) {
+                    return Some((
+                        o.node,
+                        "same xen,shm-id, another host range or size than in",
+                    ));
+                }
+                if t.owner && m.owner {
+                    return Some((o.node, "a second owner of its xen,shm-id; the owner is"));
+                }
+            } else if t.host_range().overlaps(&m.host_range()) {
+                return Some((
+                    o.node,
+                    "host range overlaps the region of another xen,shm-id in",
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The domain's memory in bytes, checked and rounded up to 2 MiB.
@@ -665,6 +1275,24 @@ mod tests {
         dom(name, 64).kid(module("kernel", K, base, 0x10_0000))
     }
 
+    /// A static event channel with phandle `ph`: `port`, to phandle `peer`.
+    fn ev(name: &str, ph: u32, port: u32, peer: u32) -> N {
+        N::new(name)
+            .p("compatible", V::Strs(&["xen,evtchn-v1"]))
+            .cells("phandle", &[ph])
+            .cells("xen,evtchn", &[port, peer])
+    }
+
+    /// A static shared-memory node in 2/2 cells.
+    fn shm(name: &str, id: &'static str, host: u64, guest: u64, size: u64) -> N {
+        let two = |x: u64| [(x >> 32) as u32, x as u32];
+        let cells: Vec<u32> = [host, guest, size].into_iter().flat_map(two).collect();
+        N::new(name)
+            .p("compatible", V::Strs(&["xen,domain-shared-memory-v1"]))
+            .s("xen,shm-id", id)
+            .cells("xen,shared-mem", &cells)
+    }
+
     const MIB: u64 = 1 << 20;
     const RAM: [PhysRange; 2] = [
         PhysRange {
@@ -708,10 +1336,89 @@ mod tests {
             assert!((MIN_MEMORY..=MAX_MEMORY).contains(&d.memory));
             assert!((1..=MAX_VCPUS).contains(&d.cpus));
             assert!(d.affinity[d.cpus as usize..].iter().all(|&a| a == 0));
+            static_invariants(boot, d);
         }
         for e in &boot.errors {
             let s = e.to_string();
             assert!(s.starts_with("/chosen/") && s.ends_with("; domain not built"));
+        }
+        // Shared regions across domains: one id, one range; different ids
+        // apart; one owner at most.
+        let shms: Vec<_> = boot
+            .domains
+            .iter()
+            .flat_map(|d| d.shared_mems.iter().map(move |m| (d.node, m)))
+            .collect();
+        for (i, (d, m)) in shms.iter().enumerate() {
+            for (e, n) in &shms[..i] {
+                if m.id == n.id {
+                    assert_eq!((m.host, m.size), (n.host, n.size), "{d} and {e}: {}", m.id);
+                    assert!(!(m.owner && n.owner), "{d} and {e} both own {}", m.id);
+                } else {
+                    assert!(!m.host_range().overlaps(&n.host_range()), "{d} and {e}");
+                }
+            }
+        }
+        let regions: Vec<_> = boot.shm_regions().collect();
+        for (i, (id, r)) in regions.iter().enumerate() {
+            assert!(regions[..i].iter().all(|(j, q)| j != id && !q.overlaps(r)));
+        }
+        assert!(
+            shms.iter()
+                .all(|(_, m)| regions.contains(&(m.id, m.host_range())))
+        );
+    }
+
+    /// What each accepted domain's channels, regions and peers satisfy.
+    fn static_invariants(boot: &Boot<'_>, d: &DomainSpec<'_>) {
+        for (i, e) in d.static_evtchns.iter().enumerate() {
+            assert!((1..=MAX_STATIC_PORT).contains(&e.local_port));
+            assert!((1..=MAX_STATIC_PORT).contains(&e.peer_port));
+            assert!(
+                d.static_evtchns[..i]
+                    .iter()
+                    .all(|o| o.local_port != e.local_port)
+            );
+            // An accepted peer has the other end, pointing back.
+            let back = StaticEvtchn {
+                local_port: e.peer_port,
+                peer_domain: d.node,
+                peer_port: e.local_port,
+            };
+            let peers: Vec<_> = boot
+                .domains
+                .iter()
+                .filter(|p| p.node == e.peer_domain)
+                .collect();
+            assert!(
+                peers.is_empty() || peers.iter().any(|p| p.static_evtchns.contains(&back)),
+                "{}: {e:?} has no other end",
+                d.node
+            );
+            assert!(d.may_talk(peers.first().copied().unwrap_or(d)));
+        }
+        for (i, m) in d.shared_mems.iter().enumerate() {
+            assert!(m.size > 0 && !m.id.is_empty() && m.id.len() <= MAX_SHM_ID);
+            for x in [m.host, m.guest, m.size] {
+                assert_eq!(x % SHM_ALIGN, 0);
+            }
+            assert!(m.host.checked_add(m.size).is_some() && m.guest.checked_add(m.size).is_some());
+            assert!(RAM.iter().any(|r| r.contains(&m.host_range())));
+            for t in boot.modules.iter() {
+                assert!(!t.range.overlaps(&m.host_range()), "{m:?} overlaps {t:?}");
+            }
+            for o in &d.shared_mems[..i] {
+                assert_ne!(o.id, m.id);
+                assert!(!o.guest_range().overlaps(&m.guest_range()));
+            }
+        }
+        assert!(
+            d.peers
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= MAX_PEER_NAME)
+        );
+        for e in &boot.domains {
+            assert_eq!(d.may_talk(e), e.may_talk(d));
         }
     }
 
@@ -770,11 +1477,14 @@ mod tests {
                     .cells("id", &[0])
                     .cells("hard-affinity", &[2, 3]),
             )
-            .kid(N::new("evtchn").p("compatible", V::Strs(&["xen,evtchn-v1"])))
-            .kid(N::new("shm0").p("compatible", V::Strs(&["xen,domain-shared-memory-v1"])))
-            .kid(N::new("shm1").p("compatible", V::Strs(&["xen,domain-shared-memory-v1"])))
+            .kid(ev("evtchn", 7, 10, 8))
+            .kid(shm("shm0", "ring", 0x9000_0000, 0x2_0000_0000, 0x1_0000).s("role", "owner"))
+            .kid(shm("shm1", "bulk", 0x1_2000_0000, 0x2_1000_0000, 0x20_0000))
+            .p("hv,xen-peers", V::Strs(&["DomU3", "DomU2"]))
             .kid(N::new("note").s("label", "no compatible: ignored"));
-        let tree = dtb(chosen().kid(d));
+        let tree = dtb(chosen()
+            .kid(d)
+            .kid(simple("DomU2", 0x6300_0000).kid(ev("evtchn", 8, 11, 7))));
         let boot = parse_ok(&tree);
         assert!(boot.errors.is_empty() && boot.dom0.is_none() && boot.dom0_error.is_none());
         let d = &boot.domains[0];
@@ -819,13 +1529,60 @@ mod tests {
             )),
             bootargs: Some("console=hvc0"),
             affinity: [0b1100, 0, 0, 0, 0, 0, 0, 0],
-            static_evtchns: 1,
-            shared_mems: 2,
+            static_evtchns: [StaticEvtchn {
+                local_port: 10,
+                peer_domain: "DomU2",
+                peer_port: 11,
+            }]
+            .into_iter()
+            .collect(),
+            shared_mems: [
+                SharedMem {
+                    id: "ring",
+                    host: 0x9000_0000,
+                    guest: 0x2_0000_0000,
+                    size: 0x1_0000,
+                    owner: true,
+                },
+                SharedMem {
+                    id: "bulk",
+                    host: 0x1_2000_0000,
+                    guest: 0x2_1000_0000,
+                    size: 0x20_0000,
+                    owner: false,
+                },
+            ]
+            .into_iter()
+            .collect(),
+            peers: ["DomU3", "DomU2"].into_iter().collect(),
         };
         assert_eq!(*d, want);
-        assert_eq!(boot.modules.len(), 3);
+        assert!(d.xen_interfaces() && !d.xenstore());
+        let e = &boot.domains[1];
         assert_eq!(
-            boot.modules.iter().copied().collect::<Vec<_>>(),
+            e.static_evtchns.as_slice(),
+            [StaticEvtchn {
+                local_port: 11,
+                peer_domain: "DomU1",
+                peer_port: 10,
+            }]
+        );
+        assert!(d.may_talk(e) && e.may_talk(d));
+        assert_eq!(
+            boot.unknown_peers().collect::<Vec<_>>(),
+            [("DomU1", "DomU3")]
+        );
+        assert_eq!(boot.modules.len(), 4);
+        let regions: Vec<_> = boot.shm_regions().collect();
+        assert_eq!(
+            regions,
+            [
+                ("ring", PhysRange::from_base_size(0x9000_0000, 0x1_0000)),
+                ("bulk", PhysRange::from_base_size(0x1_2000_0000, 0x20_0000)),
+            ]
+        );
+        assert_eq!(
+            boot.modules.iter().take(3).copied().collect::<Vec<_>>(),
             [
                 want.kernel,
                 want.ramdisk.unwrap(),
@@ -845,12 +1602,24 @@ mod tests {
         assert_eq!((d.enhanced, d.on_crash), (None, OnCrash::Destroy));
         assert_eq!((d.ramdisk, d.device_tree, d.bootargs), (None, None, None));
         assert_eq!(d.affinity, [0; MAX_VCPUS as usize]);
-        assert_eq!((d.static_evtchns, d.shared_mems), (0, 0));
+        assert!(d.static_evtchns.is_empty() && d.shared_mems.is_empty() && d.peers.is_empty());
+        // No xen,enhanced: no Xen interfaces, as in Xen.
+        assert!(!d.xen_interfaces() && !d.xenstore());
         // An empty xen,enhanced means "enabled", as in Xen.
         let tree = dtb(chosen().kid(simple("d", 0x6000_0000).empty("xen,enhanced")));
         assert_eq!(parse_ok(&tree).domains[0].enhanced, Some("enabled"));
-        let tree = dtb(chosen().kid(simple("d", 0x6000_0000).s("xen,enhanced", "legacy")));
-        assert_eq!(parse_ok(&tree).domains[0].enhanced, Some("legacy"));
+        for (v, xen, xenstore) in [
+            ("enabled", true, true),
+            ("no-xenstore", true, false),
+            ("disabled", false, false),
+            ("legacy", true, true),
+        ] {
+            let tree = dtb(chosen().kid(simple("d", 0x6000_0000).s("xen,enhanced", v)));
+            let boot = parse_ok(&tree);
+            let d = &boot.domains[0];
+            assert_eq!(d.enhanced, Some(v));
+            assert_eq!((d.xen_interfaces(), d.xenstore()), (xen, xenstore), "{v}");
+        }
     }
 
     #[test]
@@ -960,14 +1729,14 @@ mod tests {
                 d().s("xen,enhanced", "yes"),
                 bad(
                     "xen,enhanced",
-                    "not \"enabled\", \"legacy\" or \"no-xenstore\"",
+                    "not \"enabled\", \"no-xenstore\", \"disabled\" or \"legacy\"",
                 ),
             ),
             (
                 d().p("xen,enhanced", V::Bytes(b"enabled".to_vec())),
                 bad(
                     "xen,enhanced",
-                    "not \"enabled\", \"legacy\" or \"no-xenstore\"",
+                    "not \"enabled\", \"no-xenstore\", \"disabled\" or \"legacy\"",
                 ),
             ),
         ];
@@ -1075,21 +1844,492 @@ mod tests {
     }
 
     #[test]
-    fn counted_children_are_bounded() {
-        let mut d = simple("d", 0x6000_0000);
-        for i in 0..256 {
-            d = d.kid(N::new(&format!("ev{i}")).p("compatible", V::Strs(&["xen,evtchn-v1"])));
-        }
-        refused(
-            d,
-            DomainError::BadProperty("d", "xen,evtchn-v1", "more than 255 nodes"),
+    fn static_event_channels_pair_up() {
+        // Two channels between a and b, one between b and c; linux,phandle
+        // counts as a phandle too.
+        let tree = dtb(chosen()
+            .kid(
+                simple("a", 0x6000_0000)
+                    .kid(ev("e1", 1, 10, 2))
+                    .kid(ev("e2", 3, 4095, 4)),
+            )
+            .kid(
+                simple("b", 0x6100_0000)
+                    .kid(ev("e1", 2, 20, 1))
+                    .kid(ev("e2", 4, 1, 3))
+                    .kid(
+                        ev("e3", 0, 30, 6)
+                            .without("phandle")
+                            .cells("linux,phandle", &[5]),
+                    ),
+            )
+            .kid(simple("c", 0x6200_0000).kid(ev("e1", 6, 30, 5))));
+        let boot = parse_ok(&tree);
+        assert!(boot.errors.is_empty(), "{:?}", boot.errors);
+        let ch = |d: usize| -> Vec<(u32, &str, u32)> {
+            boot.domains[d]
+                .static_evtchns
+                .iter()
+                .map(|e| (e.local_port, e.peer_domain, e.peer_port))
+                .collect()
+        };
+        assert_eq!(ch(0), [(10, "b", 20), (4095, "b", 1)]);
+        assert_eq!(ch(1), [(20, "a", 10), (1, "a", 4095), (30, "c", 30)]);
+        assert_eq!(ch(2), [(30, "b", 30)]);
+        let [a, b, c] = [0, 1, 2].map(|i| &boot.domains[i]);
+        assert!(a.may_talk(b) && b.may_talk(c) && a.may_talk(a));
+        assert!(!a.may_talk(c) && !c.may_talk(a));
+    }
+
+    #[test]
+    fn static_event_channel_errors() {
+        let bad = |d, c, why| DomainError::Evtchn(d, c, why);
+        // The other end points elsewhere: a is refused, b and c pair up.
+        let tree = dtb(chosen()
+            .kid(simple("a", 0x6000_0000).kid(ev("ea", 1, 10, 2)))
+            .kid(simple("b", 0x6100_0000).kid(ev("eb", 2, 10, 3)))
+            .kid(simple("c", 0x6200_0000).kid(ev("ec", 3, 10, 2))));
+        let boot = parse_ok(&tree);
+        assert_eq!(
+            boot.errors.as_slice(),
+            [bad("a", "ea", "the peer does not point back at this node")]
         );
-        let mut d = simple("d", 0x6000_0000);
-        for i in 0..255 {
-            d = d.kid(N::new(&format!("ev{i}")).p("compatible", V::Strs(&["xen,evtchn-v1"])));
+        assert_eq!(boot.domains.len(), 2);
+        // One domain alone: each refused with its reason, "good" built.
+        let one = |kid: N| simple("d", 0x6000_0000).kid(kid);
+        let no_phandle = || ev("e", 1, 10, 99).without("phandle");
+        let cases: Vec<(N, &str)> = vec![
+            (
+                one(ev("e", 1, 10, 99)),
+                "the phandle names no node of a domain in /chosen",
+            ),
+            (
+                one(ev("e", 1, 10, 2)).kid(ev("f", 2, 11, 1)),
+                "the peer is in the same domain",
+            ),
+            (
+                one(ev("e", 1, 10, 2))
+                    .kid(module("r", R, 0x6100_0000, 0x1000).cells("phandle", &[2])),
+                "the phandle names a node that is not xen,evtchn-v1",
+            ),
+            (
+                one(no_phandle()),
+                "the node has no phandle, so no peer can point back at it",
+            ),
+            (
+                one(ev("e", 1, 10, 2).cells("phandle", &[u32::MAX])),
+                "the node has no phandle, so no peer can point back at it",
+            ),
+            (one(ev("e", 1, 0, 2)), "local port not 1 to 4095"),
+            (one(ev("e", 1, 4096, 2)), "local port not 1 to 4095"),
+            (
+                one(ev("e", 1, 10, 2).cells("xen,evtchn", &[10])),
+                "xen,evtchn is not <local-port &peer>",
+            ),
+            (
+                one(ev("e", 1, 10, 2).cells("xen,evtchn", &[10, 2, 0])),
+                "xen,evtchn is not <local-port &peer>",
+            ),
+            (
+                one(ev("e", 1, 10, 2).without("xen,evtchn")),
+                "xen,evtchn is not <local-port &peer>",
+            ),
+        ];
+        for (node, why) in cases {
+            refused(node, bad("d", "e", why));
         }
-        let tree = dtb(chosen().kid(d));
-        assert_eq!(parse_ok(&tree).domains[0].static_evtchns, 255);
+        // A peer's end that is malformed or out of range refuses both.
+        for (peer, why) in [
+            (ev("p", 2, 4096, 1), "the peer's port not 1 to 4095"),
+            (
+                ev("p", 2, 10, 1).cells("xen,evtchn", &[10]),
+                "the peer's xen,evtchn is not <port &node>",
+            ),
+        ] {
+            let tree = dtb(chosen()
+                .kid(simple("a", 0x6000_0000).kid(ev("e", 1, 10, 2)))
+                .kid(simple("b", 0x6100_0000).kid(peer)));
+            let boot = parse_ok(&tree);
+            assert_eq!(boot.errors[0], bad("a", "e", why));
+            assert_eq!(boot.errors.len(), 2);
+        }
+        // A dom0 channel under /chosen: there is no dom0.
+        let tree = dtb(chosen()
+            .kid(ev("dom0-ec", 5, 10, 1))
+            .kid(simple("a", 0x6000_0000).kid(ev("e", 1, 10, 5))));
+        assert_eq!(
+            parse_ok(&tree).errors.as_slice(),
+            [bad(
+                "a",
+                "e",
+                "the peer is a dom0 channel directly under /chosen: there is no dom0 here"
+            )]
+        );
+        // One phandle on two nodes: neither end can be resolved.
+        let tree = dtb(chosen()
+            .kid(simple("a", 0x6000_0000).kid(ev("e", 1, 10, 2)))
+            .kid(simple("b", 0x6100_0000).kid(ev("e", 2, 10, 1)))
+            .kid(simple("c", 0x6200_0000).kid(N::new("x").cells("phandle", &[2]))));
+        let boot = parse_ok(&tree);
+        assert_eq!(
+            boot.errors.as_slice(),
+            [
+                bad("a", "e", "the phandle names more than one node in /chosen"),
+                bad(
+                    "b",
+                    "e",
+                    "its own phandle is on more than one node in /chosen"
+                )
+            ]
+        );
+        assert_eq!(boot.domains[0].node, "c");
+    }
+
+    #[test]
+    fn a_port_once_per_domain_and_at_most_16() {
+        // a uses port 10 twice: refused; b is built, its channels name a
+        // domain that is not (the hypervisor skips them).
+        let tree = dtb(chosen()
+            .kid(
+                simple("a", 0x6000_0000)
+                    .kid(ev("e1", 1, 10, 2))
+                    .kid(ev("e2", 3, 10, 4)),
+            )
+            .kid(
+                simple("b", 0x6100_0000)
+                    .kid(ev("e1", 2, 20, 1))
+                    .kid(ev("e2", 4, 21, 3)),
+            ));
+        let boot = parse_ok(&tree);
+        assert_eq!(
+            boot.errors.as_slice(),
+            [DomainError::Evtchn(
+                "a",
+                "e2",
+                "local port used by another channel of this domain"
+            )]
+        );
+        assert_eq!(boot.domains[0].node, "b");
+        assert_eq!(boot.domains[0].static_evtchns.len(), 2);
+        assert!(
+            boot.domains[0]
+                .static_evtchns
+                .iter()
+                .all(|e| e.peer_domain == "a")
+        );
+        // 16 channels each way are fine, the 17th refuses both domains.
+        let pair = |n: u32| {
+            let (mut a, mut b) = (simple("a", 0x6000_0000), simple("b", 0x6100_0000));
+            for i in 0..n {
+                a = a.kid(ev(&format!("e{i}"), 100 + i, 1 + i, 200 + i));
+                b = b.kid(ev(&format!("e{i}"), 200 + i, 1 + i, 100 + i));
+            }
+            dtb(chosen().kid(a).kid(b))
+        };
+        let tree = pair(16);
+        let boot = parse_ok(&tree);
+        assert_eq!(boot.domains.len(), 2);
+        assert_eq!(boot.domains[1].static_evtchns.len(), MAX_STATIC_EVTCHNS);
+        let tree = pair(17);
+        let boot = parse_ok(&tree);
+        let why = "more than 16 static event channels in one domain";
+        assert_eq!(
+            boot.errors.as_slice(),
+            [
+                DomainError::Evtchn("a", "e16", why),
+                DomainError::Evtchn("b", "e16", why)
+            ]
+        );
+    }
+
+    #[test]
+    fn static_shared_memory_between_two_domains() {
+        let tree = dtb(chosen()
+            .kid(
+                simple("a", 0x6000_0000)
+                    .kid(shm("s", "ring", 0x9000_0000, 0x2_0000_0000, 0x1_0000).s("role", "owner")),
+            )
+            .kid(
+                simple("b", 0x6100_0000).kid(
+                    shm("t", "ring", 0x9000_0000, 0x3_0000_0000, 0x1_0000).s("role", "borrower"),
+                ),
+            )
+            .kid(simple("c", 0x6200_0000)));
+        let boot = parse_ok(&tree);
+        assert!(boot.errors.is_empty(), "{:?}", boot.errors);
+        let [a, b, c] = [0, 1, 2].map(|i| &boot.domains[i]);
+        assert_eq!(
+            (a.shared_mems[0].owner, b.shared_mems[0].owner),
+            (true, false)
+        );
+        assert_eq!(b.shared_mems[0].guest, 0x3_0000_0000);
+        assert!(a.may_talk(b) && b.may_talk(a) && !a.may_talk(c));
+        assert_eq!(
+            boot.shm_regions().collect::<Vec<_>>(),
+            [("ring", PhysRange::from_base_size(0x9000_0000, 0x1_0000))]
+        );
+        // 1/1 cells, from the domain node.
+        let one = dom("d", 64)
+            .cells("#address-cells", &[1])
+            .cells("#size-cells", &[1])
+            .kid(module("k", K, 0, 0).cells("reg", &[0x6000_0000, 0x1000]))
+            .kid(shm("s", "x", 0, 0, 0).cells("xen,shared-mem", &[0x9000_0000, 0x1000, 0x2000]));
+        let tree = dtb(chosen().kid(one));
+        let m = parse_ok(&tree).domains[0].shared_mems[0];
+        assert_eq!(
+            (m.host, m.guest, m.size, m.owner),
+            (0x9000_0000, 0x1000, 0x2000, false)
+        );
+    }
+
+    #[test]
+    fn static_shared_memory_errors() {
+        let d = || simple("d", 0x6000_0000);
+        let s = |host, guest, size| shm("s", "id", host, guest, size);
+        let ok = || s(0x9000_0000, 0x2_0000_0000, 0x1000);
+        let cases: Vec<(N, &str)> = vec![
+            (
+                d().kid(ok().without("xen,shm-id")),
+                "xen,shm-id missing or not one string",
+            ),
+            (
+                d().kid(ok().p("xen,shm-id", V::Strs(&["a", "b"]))),
+                "xen,shm-id missing or not one string",
+            ),
+            (
+                d().kid(ok().s("xen,shm-id", "")),
+                "xen,shm-id empty or longer than 15 bytes",
+            ),
+            (
+                d().kid(ok().s("xen,shm-id", "0123456789abcdef")),
+                "xen,shm-id empty or longer than 15 bytes",
+            ),
+            (
+                d().kid(ok().s("role", "lender")),
+                "role neither \"owner\" nor \"borrower\"",
+            ),
+            (
+                d().kid(ok().without("xen,shared-mem")),
+                "xen,shared-mem missing",
+            ),
+            (
+                d().kid(ok().cells("xen,shared-mem", &[0, 0x9000_0000, 0, 0, 0])),
+                SHARED_MEM_CELLS,
+            ),
+            (
+                d().kid(ok().cells("xen,shared-mem", &[0, 0x9000_0000, 0, 0, 0, 0x1000, 0])),
+                SHARED_MEM_CELLS,
+            ),
+            (d().kid(s(0x9000_0000, 0x1000, 0)), "size 0"),
+            (
+                d().kid(s(0x9000_0800, 0x1000, 0x1000)),
+                "host, guest or size not 4 KiB aligned",
+            ),
+            (
+                d().kid(s(0x9000_0000, 0x1800, 0x1000)),
+                "host, guest or size not 4 KiB aligned",
+            ),
+            (
+                d().kid(s(0x9000_0000, 0x1000, 0x1800)),
+                "host, guest or size not 4 KiB aligned",
+            ),
+            (
+                d().kid(s(0x9000_0000, u64::MAX - 0xfff, 0x2000)),
+                "a range runs past the address space",
+            ),
+            (
+                d().kid(s(u64::MAX - 0xfff, 0x1000, 0x2000)),
+                "a range runs past the address space",
+            ),
+            (
+                d().kid(s(0x3000_0000, 0x1000, 0x1000)),
+                "host range outside the usable RAM",
+            ),
+            (
+                d().kid(s(0xbfff_f000, 0x1000, 0x2000)),
+                "host range outside the usable RAM",
+            ),
+            (
+                dom("d", 64)
+                    .cells("#address-cells", &[3])
+                    .kid(ok())
+                    .kid(module("kernel", K, 0x6000_0000, 0x1000)),
+                "the domain's #address-cells and #size-cells must be 1 or 2",
+            ),
+            (
+                d().kid(ok())
+                    .kid(shm("s", "id", 0x9100_0000, 0x2_1000_0000, 0x1000)),
+                "xen,shm-id used twice in this domain",
+            ),
+            (
+                d().kid(ok())
+                    .kid(shm("s", "id2", 0x9000_0000, 0x2_1000_0000, 0x1000)),
+                "host range overlaps another region of this domain",
+            ),
+            (
+                d().kid(ok())
+                    .kid(shm("s", "id2", 0x9100_0000, 0x2_0000_0000, 0x1000)),
+                "guest range overlaps another region of this domain",
+            ),
+        ];
+        for (node, why) in cases {
+            refused(node, DomainError::SharedMem("d", "s", why));
+        }
+        // At most 8.
+        let many = |n: u64| {
+            (0..n).fold(d(), |d, i| {
+                d.kid(shm(
+                    "s",
+                    ["i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7", "i8"][i as usize],
+                    0x9000_0000 + (i << 20),
+                    0x2_0000_0000 + (i << 20),
+                    0x1000,
+                ))
+            })
+        };
+        let tree = dtb(chosen().kid(many(8)));
+        assert_eq!(
+            parse_ok(&tree).domains[0].shared_mems.len(),
+            MAX_SHARED_MEMS
+        );
+        refused(
+            many(9),
+            DomainError::SharedMem("d", "s", "more than 8 shared-memory regions in one domain"),
+        );
+    }
+
+    #[test]
+    fn shared_memory_against_other_domains_and_modules() {
+        let a = || {
+            simple("a", 0x6000_0000)
+                .kid(shm("s", "ring", 0x9000_0000, 0x2_0000_0000, 0x2000).s("role", "owner"))
+        };
+        let two = |b: N| {
+            let tree = dtb(chosen().kid(a()).kid(b));
+            let boot = parse_ok(&tree);
+            assert_eq!(boot.domains[0].node, "a");
+            assert_eq!(boot.domains.len(), 1);
+            boot.errors[0].to_string()
+        };
+        let b = || simple("b", 0x6100_0000);
+        let conflict = |why| DomainError::ShmConflict("b", "t", "a", why).to_string();
+        // The same id, another size or host.
+        assert_eq!(
+            two(b().kid(shm("t", "ring", 0x9000_0000, 0x2_0000_0000, 0x1000))),
+            conflict("same xen,shm-id, another host range or size than in")
+        );
+        assert_eq!(
+            two(b().kid(shm("t", "ring", 0x9001_0000, 0x2_0000_0000, 0x2000))),
+            conflict("same xen,shm-id, another host range or size than in")
+        );
+        // Another id over the same bytes.
+        assert_eq!(
+            two(b().kid(shm("t", "bulk", 0x9000_1000, 0x2_0000_0000, 0x1000))),
+            conflict("host range overlaps the region of another xen,shm-id in")
+        );
+        // Two owners.
+        assert_eq!(
+            two(b().kid(shm("t", "ring", 0x9000_0000, 0x2_0000_0000, 0x2000).s("role", "owner"))),
+            conflict("a second owner of its xen,shm-id; the owner is")
+        );
+        // A later domain's module over the region.
+        assert_eq!(
+            two(dom("b", 64).kid(module("k", K, 0x9000_1000, 0x1000))),
+            DomainError::ModuleOverShm("b", "k", "a").to_string()
+        );
+        // A region over a module: its own, an earlier domain's, dom0's.
+        let over = |m: u64| shm("t", "x", m, 0x2_0000_0000, 0x1000);
+        refused(
+            simple("d", 0x6000_0000).kid(over(0x6000_0000)),
+            DomainError::ShmOverModule("d", "t", "kernel"),
+        );
+        let tree = dtb(chosen()
+            .kid(module("k0", K, 0x4100_0000, 0x1000))
+            .kid(simple("a", 0x6000_0000))
+            .kid(simple("b", 0x6100_0000).kid(over(0x6000_0000)))
+            .kid(simple("c", 0x6200_0000).kid(over(0x4100_0000))));
+        let boot = parse_ok(&tree);
+        assert_eq!(
+            boot.errors.as_slice(),
+            [
+                DomainError::ShmOverModule("b", "t", "kernel"),
+                DomainError::ShmOverModule("c", "t", "k0")
+            ]
+        );
+        // A refused domain's region is gone: a later one may use its bytes.
+        let tree = dtb(chosen()
+            .kid(
+                simple("a", 0x6000_0000)
+                    .kid(over(0x9000_0000))
+                    .cells("cpus", &[0]),
+            )
+            .kid(simple("b", 0x6100_0000).kid(shm("t", "y", 0x9000_0000, 0x1000, 0x1000))));
+        let boot = parse_ok(&tree);
+        assert_eq!(boot.domains.len(), 1);
+        assert_eq!(boot.domains[0].shared_mems[0].id, "y");
+    }
+
+    #[test]
+    fn peers_list_and_policy() {
+        let tree = dtb(chosen()
+            .kid(simple("a", 0x6000_0000).p("hv,xen-peers", V::Strs(&["b", "gone"])))
+            .kid(simple("b", 0x6100_0000))
+            .kid(simple("c", 0x6200_0000).empty("hv,xen-peers"))
+            .kid(simple("d", 0x6300_0000).p("hv,xen-peers", V::Strs(&["c"]))));
+        let boot = parse_ok(&tree);
+        assert!(boot.errors.is_empty());
+        let [a, b, c, d] = [0, 1, 2, 3].map(|i| &boot.domains[i]);
+        assert_eq!(a.peers.as_slice(), ["b", "gone"]);
+        assert!(c.peers.is_empty());
+        // Either side naming the other is enough; nobody else.
+        assert!(a.may_talk(b) && b.may_talk(a) && c.may_talk(d) && d.may_talk(c));
+        assert!(!a.may_talk(c) && !b.may_talk(d) && !b.may_talk(c));
+        assert_eq!(boot.unknown_peers().collect::<Vec<_>>(), [("a", "gone")]);
+
+        let bad = |why| DomainError::BadProperty("d", "hv,xen-peers", why);
+        let d = || simple("d", 0x6000_0000);
+        let long: &'static str = "x".repeat(65).leak();
+        let names: Vec<&'static str> = (0..17).map(|i| &*format!("p{i}").leak()).collect();
+        let names: &'static [&'static str] = names.leak();
+        let cases = vec![
+            (
+                d().s("hv,xen-peers", ""),
+                bad("a name empty or longer than 64 bytes"),
+            ),
+            (
+                d().p("hv,xen-peers", V::Strs(&["a", ""])),
+                bad("a name empty or longer than 64 bytes"),
+            ),
+            (
+                d().s("hv,xen-peers", long),
+                bad("a name empty or longer than 64 bytes"),
+            ),
+            (
+                d().p("hv,xen-peers", V::Bytes(b"a".to_vec())),
+                bad("not a list of strings"),
+            ),
+            (
+                d().p("hv,xen-peers", V::Bytes(b"\xff\0".to_vec())),
+                bad("a name not UTF-8"),
+            ),
+            (
+                d().p("hv,xen-peers", V::Strs(&["a", "a"])),
+                bad("a name twice"),
+            ),
+            (d().s("hv,xen-peers", "d"), bad("names the domain itself")),
+            (
+                d().p("hv,xen-peers", V::Strs(names)),
+                bad("more than 16 names"),
+            ),
+        ];
+        for (node, want) in cases {
+            refused(node, want);
+        }
+        let tree = dtb(chosen().kid(
+            d().s("hv,xen-peers", &long[1..])
+                .p("hv,xen-peers", V::Strs(&names[1..])),
+        ));
+        assert_eq!(parse_ok(&tree).domains[0].peers.len(), MAX_PEERS);
     }
 
     #[test]
@@ -1543,6 +2783,32 @@ mod tests {
                 DomainError::TooManyDomains("d17"),
                 "/chosen/d17: more than 16 domains; domain not built",
             ),
+            (
+                DomainError::Evtchn("d1", "ec", "local port not 1 to 4095"),
+                "/chosen/d1/ec: static event channel: local port not 1 to 4095; domain not built",
+            ),
+            (
+                DomainError::SharedMem("d1", "shm", "size 0"),
+                "/chosen/d1/shm: static shared memory: size 0; domain not built",
+            ),
+            (
+                DomainError::ShmConflict(
+                    "d2",
+                    "shm",
+                    "d1",
+                    "same xen,shm-id, another host range or size than in",
+                ),
+                "/chosen/d2/shm: static shared memory: same xen,shm-id, another host range or \
+                 size than in /chosen/d1; domain not built",
+            ),
+            (
+                DomainError::ShmOverModule("d1", "shm", "kernel"),
+                "/chosen/d1/shm: static shared memory overlaps boot module kernel; domain not built",
+            ),
+            (
+                DomainError::ModuleOverShm("d2", "kernel", "d1"),
+                "/chosen/d2/kernel: module overlaps static shared memory of /chosen/d1; domain not built",
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(e.to_string(), want);
@@ -1567,10 +2833,20 @@ mod tests {
                             .cells("id", &[1])
                             .cells("hard-affinity", &[1]),
                     )
-                    .kid(N::new("e").p("compatible", V::Strs(&["xen,evtchn-v1"]))),
+                    .kid(ev("e", 1, 10, 2))
+                    .kid(shm("s", "ring", 0x9000_0000, 0x2_0000_0000, 0x1000).s("role", "owner")),
             )
-            .kid(simple("b", 0x6800_0000).cells("memory", &[4096 * 2]))
-            .kid(simple("c", 0x7000_0000).s("xen,enhanced", "enabled")))
+            .kid(
+                simple("b", 0x6800_0000)
+                    .cells("memory", &[4096 * 2])
+                    .p("hv,xen-peers", V::Strs(&["a", "c"]))
+                    .kid(shm("s", "ring", 0x9000_0000, 0x3_0000_0000, 0x1000)),
+            )
+            .kid(
+                simple("c", 0x7000_0000)
+                    .s("xen,enhanced", "enabled")
+                    .kid(ev("e", 2, 11, 1)),
+            ))
     }
 
     #[test]

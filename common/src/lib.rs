@@ -8,6 +8,8 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 #[cfg(test)]
 extern crate std;
 
@@ -16,3 +18,4 @@ pub mod fdt;
 pub mod memory;
 pub mod modules;
 pub mod platform;
+pub mod xen;

@@ -1,14 +1,20 @@
 //! The dom0less parser over hostile trees, in two modes. Input that starts
 //! with the FDT magic is the tree itself (real and corrupted DTBs). Any
 //! other input drives a generator that writes a well-formed tree of domain
-//! nodes, modules, vCPU nodes and properties, mostly plausible and sometimes
-//! not, so the fuzzer reaches the checks behind a valid header. Either way
-//! `parse` must return (never panic or overflow), and what it accepts must
-//! hold together.
+//! nodes, modules, vCPU nodes, static event channels (paired across
+//! domains by phandle, sometimes dangling, one-sided or reusing a port),
+//! static shared memory (ids shared, mismatched or over modules),
+//! `hv,xen-peers` and properties, mostly plausible and sometimes not, so
+//! the fuzzer reaches the checks behind a valid header. Either way `parse`
+//! must return (never panic or overflow), and what it accepts must hold
+//! together: every channel's peer, when built, has the other end pointing
+//! back; no shared region overlaps a module or another id's region.
 #![no_main]
 
 use common::dom0less::{
-    Boot, GUEST_DTB_ROOM, MAX_DOMAINS, MAX_MEMORY, MAX_VCPUS, MEMORY_ALIGN, MIN_MEMORY, parse,
+    Boot, DomainSpec, GUEST_DTB_ROOM, MAX_DOMAINS, MAX_MEMORY, MAX_PEER_NAME, MAX_PEERS,
+    MAX_SHARED_MEMS, MAX_SHM_ID, MAX_STATIC_EVTCHNS, MAX_STATIC_PORT, MAX_VCPUS, MEMORY_ALIGN,
+    MIN_MEMORY, SHM_ALIGN, StaticEvtchn, parse,
 };
 use common::fdt::Fdt;
 use common::memory::PhysRange;
@@ -120,6 +126,41 @@ fn invariants(dtb: &[u8], boot: &Boot<'_>) {
         assert!(used <= d.memory, "{}: modules do not fit", d.node);
         // The table holds no module of this domain beyond the three.
         assert!(all.iter().filter(|t| t.owners & bit != 0).count() <= 3);
+        statics(boot, d);
+    }
+    // Shared regions across domains: one id is one range, ids apart, one
+    // owner at most; the region list names each once.
+    let shms: Vec<_> = boot
+        .domains
+        .iter()
+        .flat_map(|d| d.shared_mems.iter().map(move |m| (d.node, m)))
+        .collect();
+    for (i, (d, m)) in shms.iter().enumerate() {
+        for (e, n) in &shms[..i] {
+            if m.id == n.id {
+                assert_eq!((m.host, m.size), (n.host, n.size), "{d}, {e}: {}", m.id);
+                assert!(!(m.owner && n.owner), "{d}, {e} both own {}", m.id);
+            } else {
+                assert!(
+                    !m.host_range().overlaps(&n.host_range()),
+                    "{d}'s {} overlaps {e}'s {}",
+                    m.id,
+                    n.id
+                );
+            }
+        }
+    }
+    let regions: Vec<_> = boot.shm_regions().collect();
+    for (i, (id, r)) in regions.iter().enumerate() {
+        assert!(regions[..i].iter().all(|(j, q)| j != id && !q.overlaps(r)));
+    }
+    assert!(
+        shms.iter()
+            .all(|(_, m)| regions.contains(&(m.id, m.host_range())))
+    );
+    for (d, p) in boot.unknown_peers() {
+        assert!(boot.domains.iter().any(|e| e.node == d));
+        assert!(!boot.domains.iter().any(|e| e.node == p));
     }
     for e in &boot.errors {
         let s = e.to_string();
@@ -149,6 +190,76 @@ fn invariants(dtb: &[u8], boot: &Boot<'_>) {
         );
     }
     let _ = format!("{boot:?}");
+}
+
+/// A domain's static event channels, shared memory and peers.
+fn statics(boot: &Boot<'_>, d: &DomainSpec<'_>) {
+    assert!(d.static_evtchns.len() <= MAX_STATIC_EVTCHNS);
+    for (i, e) in d.static_evtchns.iter().enumerate() {
+        assert!((1..=MAX_STATIC_PORT).contains(&e.local_port), "{e:?}");
+        assert!((1..=MAX_STATIC_PORT).contains(&e.peer_port), "{e:?}");
+        assert!(
+            d.static_evtchns[..i]
+                .iter()
+                .all(|o| o.local_port != e.local_port),
+            "{}: port {} twice",
+            d.node,
+            e.local_port
+        );
+        // The peer, when built, has the other end pointing back.
+        let back = StaticEvtchn {
+            local_port: e.peer_port,
+            peer_domain: d.node,
+            peer_port: e.local_port,
+        };
+        let peers: Vec<_> = boot
+            .domains
+            .iter()
+            .filter(|p| p.node == e.peer_domain)
+            .collect();
+        assert!(
+            peers.is_empty() || peers.iter().any(|p| p.static_evtchns.contains(&back)),
+            "{}: {e:?} has no other end",
+            d.node
+        );
+        for p in peers {
+            assert!(d.may_talk(p) && p.may_talk(d));
+        }
+    }
+    assert!(d.shared_mems.len() <= MAX_SHARED_MEMS);
+    for (i, m) in d.shared_mems.iter().enumerate() {
+        assert!(!m.id.is_empty() && m.id.len() <= MAX_SHM_ID, "{m:?}");
+        assert!(m.size > 0, "{m:?}");
+        for x in [m.host, m.guest, m.size] {
+            assert_eq!(x % SHM_ALIGN, 0, "{m:?}");
+        }
+        assert!(m.host.checked_add(m.size).is_some() && m.guest.checked_add(m.size).is_some());
+        assert!(
+            RAM.iter().any(|r| r.contains(&m.host_range())),
+            "{m:?} outside RAM"
+        );
+        // No module of anyone (dom0 included) shares a byte with it.
+        for t in boot.modules.iter() {
+            assert!(!t.range.overlaps(&m.host_range()), "{m:?} over {t:?}");
+        }
+        for o in &d.shared_mems[..i] {
+            assert_ne!(o.id, m.id);
+            assert!(!o.guest_range().overlaps(&m.guest_range()));
+            assert!(!o.host_range().overlaps(&m.host_range()));
+        }
+    }
+    assert!(d.peers.len() <= MAX_PEERS);
+    for (i, p) in d.peers.iter().enumerate() {
+        assert!(!p.is_empty() && p.len() <= MAX_PEER_NAME && *p != d.node);
+        assert!(!d.peers[..i].contains(p));
+    }
+    for e in &boot.domains {
+        assert_eq!(d.may_talk(e), e.may_talk(d));
+        if d.peers.contains(&e.node) {
+            assert!(d.may_talk(e));
+        }
+    }
+    assert!(d.may_talk(d));
 }
 
 /// Reads choices from the fuzz input; zeros once it runs out. A zero picks
@@ -232,17 +343,144 @@ fn generate(data: &[u8]) -> Option<Vec<u8>> {
         let name = format!("module@{i}");
         module(&mut inp, &mut w, &name, parent_cells)?;
     }
+    // Sometimes a dom0 channel, which domain 0's first channel may name.
+    if inp.chance(1) {
+        let e = w.begin_node("dom0-evtchn").ok()?;
+        w.property_string("compatible", "xen,evtchn-v1").ok()?;
+        w.property_phandle(DOM0_PHANDLE).ok()?;
+        w.property_array_u32("xen,evtchn", &[1, phandle(0, 0)])
+            .ok()?;
+        w.end_node(e).ok()?;
+    }
     let domains = if dense {
         11 + inp.below(8)
     } else {
         inp.below(MAX_DOMAINS as u8 + 6)
     };
     for d in 0..domains {
-        domain(&mut inp, &mut w, d, parent_cells, dense)?;
+        domain(&mut inp, &mut w, d, domains, parent_cells, dense)?;
     }
     w.end_node(chosen).ok()?;
     w.end_node(root).ok()?;
     w.finish().ok()
+}
+
+/// The phandle of channel `c` of domain `d` (unique in the tree).
+fn phandle(d: u8, c: u8) -> u32 {
+    0x100 + u32::from(d) * 32 + u32::from(c)
+}
+
+/// The phandle of the dom0 channel under /chosen.
+const DOM0_PHANDLE: u32 = 0x50;
+
+/// Ids the shared regions use; the first three plausible, then an empty
+/// one and a too long one.
+const SHM_IDS: [&str; 5] = ["ring", "bulk", "log", "", "sixteen-bytes-id"];
+
+/// Domain `d`'s static event channels: `n` nodes, channel `c` paired with
+/// channel `c` of domain `d ^ 1` (ports 1 + c here, 100 + c there), each
+/// with a phandle; the input sometimes bends a port, the pointer, or the
+/// phandle. Then its shared regions and `hv,xen-peers`.
+fn write_statics(
+    inp: &mut Input<'_>,
+    w: &mut FdtWriter,
+    d: u8,
+    domains: u8,
+    cells: (u32, u32),
+) -> Option<()> {
+    let n = [1u8, 0, 2, 3, 17][usize::from(inp.below(5))];
+    for c in 0..n {
+        let e = w.begin_node(&format!("evtchn{c}")).ok()?;
+        w.property_string("compatible", "xen,evtchn-v1").ok()?;
+        let port = |d: u8| {
+            if d % 2 == 0 {
+                1 + u32::from(c)
+            } else {
+                100 + u32::from(c)
+            }
+        };
+        let mut local = port(d);
+        let mut target = phandle(d ^ 1, c);
+        match inp.below(16) {
+            8 => local = 0,
+            9 => local = MAX_STATIC_PORT + 1,
+            10 => local = 1,
+            11 => target = phandle(d ^ 1, c.wrapping_add(1)),
+            12 => target = phandle(d, c ^ 1),
+            13 => {
+                target = if inp.chance(4) {
+                    DOM0_PHANDLE
+                } else {
+                    inp.u32()
+                }
+            }
+            14 => target = phandle(inp.below(domains.max(1)), inp.below(4)),
+            _ => {}
+        }
+        match inp.below(16) {
+            15 => {}
+            14 => w.property_u32("linux,phandle", phandle(d, c)).ok()?,
+            _ => w.property_phandle(phandle(d, c)).ok()?,
+        }
+        let v: Vec<u32> = match inp.below(16) {
+            15 => vec![local],
+            14 => vec![local, target, 0],
+            _ => vec![local, target],
+        };
+        w.property_array_u32("xen,evtchn", &v).ok()?;
+        w.end_node(e).ok()?;
+    }
+    for k in 0..inp.below(4) {
+        let s = w.begin_node(&format!("shm{k}")).ok()?;
+        w.property_string("compatible", "xen,domain-shared-memory-v1")
+            .ok()?;
+        let id = usize::from(inp.below(8)) % SHM_IDS.len();
+        if !inp.chance(1) || id >= 3 {
+            w.property_string("xen,shm-id", SHM_IDS[id]).ok()?;
+        }
+        // Each id has its own host range, sometimes bent.
+        let base = 0xa000_0000 + ((id as u64) << 24);
+        let host = match inp.below(16) {
+            12 => 0x4000_0000 + (u64::from(inp.below(8)) << 21),
+            13 => base + 0x1000,
+            14 => u64::from(inp.u32()) << 12,
+            15 => base + 0x800,
+            _ => base,
+        };
+        let size = match inp.below(16) {
+            13 => 0,
+            14 => 0x2000,
+            15 => u64::from(inp.u32()),
+            _ => 0x1000,
+        };
+        let guest = 0x1_0000_0000 + (u64::from(k) << 20) + if inp.chance(1) { 0x1000 } else { 0 };
+        // In the domain's cells (1, else 2: a count of 3 gets 2 and is
+        // refused).
+        let num = |x: u64, n: u32| match n {
+            1 => (x as u32).to_be_bytes().to_vec(),
+            _ => x.to_be_bytes().to_vec(),
+        };
+        let v = [num(host, cells.0), num(guest, cells.0), num(size, cells.1)].concat();
+        w.property("xen,shared-mem", &v).ok()?;
+        match inp.below(8) {
+            0 | 1 | 2 => {}
+            3 | 4 => w.property_string("role", "borrower").ok()?,
+            5 | 6 => w.property_string("role", "owner").ok()?,
+            _ => w.property_string("role", "lender").ok()?,
+        }
+        w.end_node(s).ok()?;
+    }
+    if inp.chance(2) {
+        let names: Vec<String> = (0..inp.below(4))
+            .map(|_| match inp.below(8) {
+                7 => String::new(),
+                6 => format!("domU{d}"),
+                _ => format!("domU{}", inp.below(domains.saturating_add(2))),
+            })
+            .collect();
+        w.property_string_list("hv,xen-peers", names).ok()?;
+    }
+    Some(())
 }
 
 /// A module node whose `reg` uses `(a, s)` cells, usually a valid one.
@@ -284,6 +522,7 @@ fn domain(
     inp: &mut Input<'_>,
     w: &mut FdtWriter,
     i: u8,
+    domains: u8,
     parent: (u32, u32),
     dense: bool,
 ) -> Option<()> {
@@ -338,7 +577,7 @@ fn domain(
     }
     let strings = [
         ("passthrough", ["enabled", "disabled", "maybe"]),
-        ("xen,enhanced", ["enabled", "no-xenstore", ""]),
+        ("xen,enhanced", ["no-xenstore", "disabled", ""]),
         ("hv,on-crash", ["destroy", "restart", "explode"]),
     ];
     for (name, values) in strings {
@@ -352,6 +591,7 @@ fn domain(
         }
     }
     let cells = own_cells.unwrap_or(parent);
+    write_statics(inp, w, i, domains, cells)?;
     if dense {
         let kinds = [
             "multiboot,kernel",
@@ -386,6 +626,7 @@ fn domain(
                 w.end_node(v).ok()?;
             }
             7 => {
+                // A bare channel or region: refused.
                 let e = w.begin_node(&name).ok()?;
                 let compat = if inp.chance(4) {
                     "xen,evtchn-v1"

@@ -1,0 +1,432 @@
+//! Host tests of the dispatcher and the simple hypercalls.
+
+use super::abi::*;
+use super::testenv::*;
+use super::*;
+
+const D1: DomId = 1;
+const D2: DomId = 2;
+
+fn call(xen: &mut Xen, env: &TestEnv, dom: DomId, nr: u64, args: [u64; 5]) -> Reply {
+    env.current.set(dom);
+    hypercall(xen, env, dom, 0, nr, args)
+}
+
+#[test]
+fn version_and_features() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = env.xen();
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_XEN_VERSION, [0; 5]).ret,
+        (4 << 16) | 17
+    );
+    let a = TestEnv::addr(0, 0);
+    env.poke(a, &[0; 8]);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_XEN_VERSION,
+            [XENVER_GET_FEATURES, a, 0, 0, 0]
+        )
+        .ret,
+        0
+    );
+    let map = get_u32(&env.peek(a, 8), 4);
+    assert_ne!(map & (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP), 0);
+    assert_eq!(map & (1 << XENFEAT_DOM0), 0);
+    env.poke(a, &1u32.to_le_bytes());
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_XEN_VERSION,
+            [XENVER_GET_FEATURES, a, 0, 0, 0]
+        )
+        .ret,
+        -22
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_XEN_VERSION,
+            [XENVER_GET_FEATURES, 0x10, 0, 0, 0]
+        )
+        .ret,
+        -14
+    );
+    assert_eq!(call(&mut xen, &env, D1, 99, [0; 5]).ret, -38);
+}
+
+#[test]
+fn shared_info_vcpu_info_and_runstate_are_placed() {
+    let env = TestEnv::new(&[D1, D2], 16);
+    let mut xen = env.xen();
+    let a = TestEnv::addr(0, 0);
+    // add_to_physmap(shared_info) at RAM frame 3: the frame shows the page.
+    let mut x = [0u8; ADD_TO_PHYSMAP_SIZE];
+    put_u16(&mut x, 0, DOMID_SELF);
+    put_u32(&mut x, 4, XENMAPSPACE_SHARED_INFO);
+    put_u64(&mut x, 16, RAM_BASE_GFN + 3);
+    env.poke(a, &x);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_ADD_TO_PHYSMAP, a, 0, 0, 0]
+        )
+        .ret,
+        0
+    );
+    let si = xen.domain(D1).unwrap().shared_info.frame();
+    assert_eq!(env.seen(D1, RAM_BASE_GFN + 3), Some((si, true)));
+    // Another domain's shared info is out of reach.
+    put_u16(&mut x, 0, D2);
+    env.poke(a, &x);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_ADD_TO_PHYSMAP, a, 0, 0, 0]
+        )
+        .ret,
+        -1
+    );
+    // register_vcpu_info: bad offset, frame not plain RAM, then good, then twice.
+    let mut r = [0u8; REGISTER_VCPU_INFO_SIZE];
+    put_u64(&mut r, 0, RAM_BASE_GFN + 5);
+    put_u32(&mut r, 8, 4090);
+    env.poke(a, &r);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_INFO, 0, a, 0, 0]
+        )
+        .ret,
+        -22
+    );
+    put_u64(&mut r, 0, RAM_BASE_GFN + 3);
+    put_u32(&mut r, 8, 64);
+    env.poke(a, &r);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_INFO, 0, a, 0, 0]
+        )
+        .ret,
+        -22
+    );
+    put_u64(&mut r, 0, RAM_BASE_GFN + 5);
+    env.poke(a, &r);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_INFO, 0, a, 0, 0]
+        )
+        .ret,
+        0
+    );
+    assert!(
+        xen.domain(D1).unwrap().upcall_pending(&env, 0),
+        "a move marks events pending"
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_INFO, 0, a, 0, 0]
+        )
+        .ret,
+        -22
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_VCPU_INFO, 7, a, 0, 0]
+        )
+        .ret,
+        -2
+    );
+    // Runstate area, then a switch writes it.
+    let area = TestEnv::addr(6, 0x100);
+    env.poke(a, &area.to_le_bytes());
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VM_ASSIST,
+            [VMASST_CMD_ENABLE, VMASST_TYPE_RUNSTATE_UPDATE_FLAG, 0, 0, 0]
+        )
+        .ret,
+        0
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VCPU_OP,
+            [VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA, 0, a, 0, 0]
+        )
+        .ret,
+        0
+    );
+    env.now.set(5000);
+    xen.set_runstate(&env, D1, 0, RUNSTATE_BLOCKED);
+    let rs = env.peek(area, RUNSTATE_INFO_SIZE);
+    assert_eq!(get_u32(&rs, 0), RUNSTATE_BLOCKED);
+    assert_eq!(get_u64(&rs, 8), 5000, "entry time, update flag cleared");
+    assert_eq!(get_u64(&rs, 16), 5000, "time running since boot");
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_VM_ASSIST,
+            [VMASST_CMD_ENABLE, 2, 0, 0, 0]
+        )
+        .ret,
+        -22
+    );
+}
+
+#[test]
+fn balloon_holes_are_given_and_taken_back() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = env.xen();
+    let list = TestEnv::addr(0, 0x800);
+    let res = TestEnv::addr(0, 0);
+    let mut r = [0u8; MEMORY_RESERVATION_SIZE];
+    put_u64(&mut r, 0, list);
+    put_u64(&mut r, 8, 2);
+    put_u16(&mut r, 24, DOMID_SELF);
+    env.poke(res, &r);
+    let mut l = Vec::new();
+    l.extend_from_slice(&(RAM_BASE_GFN + 8).to_le_bytes());
+    l.extend_from_slice(&(RAM_BASE_GFN + 99).to_le_bytes()); // not RAM: stops there
+    env.poke(list, &l);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_DECREASE_RESERVATION, res, 0, 0, 0]
+        )
+        .ret,
+        1
+    );
+    assert_eq!(env.seen(D1, RAM_BASE_GFN + 8), None);
+    assert_eq!(
+        xen.domain(D1).unwrap().p2m.get(&(RAM_BASE_GFN + 8)),
+        Some(&Slot::Hole)
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_POPULATE_PHYSMAP, res, 0, 0, 0]
+        )
+        .ret,
+        1
+    );
+    assert!(env.seen(D1, RAM_BASE_GFN + 8).is_some());
+    // Another domain's reservation, an order above 0.
+    put_u16(&mut r, 24, 2);
+    env.poke(res, &r);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_DECREASE_RESERVATION, res, 0, 0, 0]
+        )
+        .ret,
+        -1
+    );
+    put_u16(&mut r, 24, DOMID_SELF);
+    put_u32(&mut r, 16, 9);
+    env.poke(res, &r);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_MEMORY_OP,
+            [XENMEM_DECREASE_RESERVATION, res, 0, 0, 0]
+        )
+        .ret,
+        -22
+    );
+}
+
+#[test]
+fn hvm_params_follow_xens_write_rules() {
+    let env = TestEnv::new(&[D1, D2], 4);
+    let mut xen = env.xen();
+    let a = TestEnv::addr(0, 0);
+    let mut p = [0u8; HVM_PARAM_SIZE];
+    put_u16(&mut p, 0, DOMID_SELF);
+    put_u32(&mut p, 4, HVM_PARAM_STORE_PFN);
+    env.poke(a, &p);
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_GET_PARAM, a, 0, 0, 0]).ret,
+        0
+    );
+    assert_eq!(get_u64(&env.peek(a, 16), 8), 0, "no xenstore: 0");
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_SET_PARAM, a, 0, 0, 0]).ret,
+        -1
+    );
+    put_u32(&mut p, 4, HVM_PARAM_CALLBACK_IRQ);
+    put_u64(&mut p, 8, 5);
+    env.poke(a, &p);
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_SET_PARAM, a, 0, 0, 0]).ret,
+        0
+    );
+    put_u32(&mut p, 4, 4);
+    env.poke(a, &p);
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_SET_PARAM, a, 0, 0, 0]).ret,
+        -22
+    );
+    put_u32(&mut p, 4, 999);
+    env.poke(a, &p);
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_GET_PARAM, a, 0, 0, 0]).ret,
+        -22
+    );
+    put_u16(&mut p, 0, D2);
+    put_u32(&mut p, 4, HVM_PARAM_CALLBACK_IRQ);
+    env.poke(a, &p);
+    assert_eq!(
+        call(&mut xen, &env, D1, HC_HVM_OP, [HVMOP_GET_PARAM, a, 0, 0, 0]).ret,
+        -1
+    );
+}
+
+#[test]
+fn multicall_runs_entries_and_continues_long_lists() {
+    let env = TestEnv::new(&[D1], 8);
+    let mut xen = env.xen();
+    let list = TestEnv::addr(1, 0);
+    let n = 40u64;
+    for i in 0..n {
+        let mut e = [0u8; MULTICALL_ENTRY_SIZE];
+        put_u64(
+            &mut e,
+            0,
+            if i == 3 { HC_MULTICALL } else { HC_XEN_VERSION },
+        );
+        env.poke(list + i * 64, &e);
+    }
+    let r = call(&mut xen, &env, D1, HC_MULTICALL, [list, n, 0, 0, 0]);
+    let next = r.cont.expect("more than one chunk: a continuation");
+    assert_eq!(next[1], n - MULTICALL_CHUNK);
+    assert_eq!(call(&mut xen, &env, D1, HC_MULTICALL, next).cont, None);
+    for i in 0..n {
+        let ret = get_u64(&env.peek(list + i * 64 + 8, 8), 0) as i64;
+        assert_eq!(ret, if i == 3 { -22 } else { (4 << 16) | 17 }, "entry {i}");
+    }
+}
+
+#[test]
+fn shutdown_reasons_and_console_writes() {
+    let env = TestEnv::new(&[D1, D2], 4);
+    let mut xen = env.xen();
+    let a = TestEnv::addr(0, 0);
+    env.poke(a, &SHUTDOWN_REBOOT.to_le_bytes());
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_SCHED_OP,
+            [SCHEDOP_SHUTDOWN, a, 0, 0, 0]
+        )
+        .action,
+        Action::Shutdown(SHUTDOWN_REBOOT)
+    );
+    env.poke(a, &9u32.to_le_bytes());
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_SCHED_OP,
+            [SCHEDOP_SHUTDOWN, a, 0, 0, 0]
+        )
+        .ret,
+        -22
+    );
+    let mut rs = [0u8; 8];
+    put_u16(&mut rs, 0, D2);
+    env.poke(a, &rs);
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_SCHED_OP,
+            [SCHEDOP_REMOTE_SHUTDOWN, a, 0, 0, 0]
+        )
+        .ret,
+        -1,
+        "no control capability"
+    );
+    env.poke(a, b"hello");
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_CONSOLE_IO,
+            [CONSOLEIO_WRITE, 5, a, 0, 0]
+        )
+        .ret,
+        0
+    );
+    assert_eq!(
+        env.console.borrow().get(&D1).map(|v| v.as_slice()),
+        Some(&b"hello"[..])
+    );
+    assert_eq!(
+        call(
+            &mut xen,
+            &env,
+            D1,
+            HC_CONSOLE_IO,
+            [CONSOLEIO_READ, 5, a, 0, 0]
+        )
+        .ret,
+        -1
+    );
+    assert!(!env.logs.borrow().is_empty(), "refusals are logged");
+}
