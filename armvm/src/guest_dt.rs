@@ -11,6 +11,43 @@
 //! times the domain has been restarted (0 on its first boot), so software
 //! in the guest can tell a first boot from a reboot through
 //! `/proc/device-tree/chosen/hv,restart-count`.
+//!
+//! # The Xen description
+//!
+//! A domain with Xen interfaces ([`GuestDtConfig::xen`]) gets the node
+//! Xen 4.17's `make_hypervisor_node` writes (Linux's binding,
+//! `Documentation/devicetree/bindings/arm/xen.txt`):
+//!
+//! ```dts
+//! hypervisor {
+//!     compatible = "xen,xen-4.17", "xen,xen";
+//!     reg = <grant-table base, size> <extended region base, size>...;
+//!     interrupts = <1 15 0xf08>;   /* PPI, INTID 31, CPUs 0xf, level-low */
+//!     interrupt-parent = <GIC>;
+//! };
+//! ```
+//!
+//! Static shared memory ([`GuestDtConfig::shm`]) is described as Xen
+//! 4.17's `make_resv_memory_node` does, whether or not the domain has the
+//! Xen interfaces:
+//!
+//! ```dts
+//! reserved-memory {
+//!     ranges;
+//!     #address-cells = <2>;
+//!     #size-cells = <2>;
+//!     xen-shmem@GUEST {
+//!         compatible = "xen,shared-memory-v1";
+//!         reg = <GUEST SIZE>;
+//!         xen,id = "ID";
+//!         xen,offset = /bits/ 64 <0>;
+//!     };
+//! };
+//! ```
+//!
+//! Both kinds of region are checked against the guest map before a byte is
+//! written: page aligned, non-empty, inside the IPA space, clear of the
+//! domain's RAM, the GIC's and vPL011's frames and each other.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -41,6 +78,26 @@ const GIC_SPI: u32 = 0;
 const GIC_PPI: u32 = 1;
 /// GIC binding: level-sensitive, active high.
 const IRQ_LEVEL_HIGH: u32 = 4;
+/// GIC binding flags of the event-channel upcall, as Xen writes them: CPU
+/// mask 0xf (bits 15:8, GICv2 only, ignored by GICv3) | level-low (8).
+pub const EVTCHN_IRQ_FLAGS: u32 = 0xf08;
+/// `/hypervisor`'s compatible: the Xen version whose ABI is offered, then
+/// the generic string (Linux wants both).
+pub const XEN_COMPATIBLE: [&str; 2] = ["xen,xen-4.17", "xen,xen"];
+/// Most extended regions in `/hypervisor`.
+pub const MAX_EXTENDED: usize = 8;
+/// Most static shared-memory regions described (as `common::dom0less`
+/// accepts per domain).
+pub const MAX_SHM: usize = 8;
+/// Longest shared-memory id (Xen's `MAX_SHM_ID_LENGTH` less the NUL).
+pub const MAX_SHM_ID: usize = 15;
+/// Alignment of every region: the stage-2 page.
+pub const REGION_ALIGN: u64 = 4096;
+/// Smallest extended region [`extended_regions`] offers (Xen's minimum).
+pub const MIN_EXTENDED: u64 = 64 << 20;
+/// Extended regions start and end on this alignment (as Xen's do, so
+/// they can be mapped with 2 MiB blocks).
+pub const EXTENDED_ALIGN: u64 = 2 << 20;
 /// MPIDR_EL1 affinity fields (Aff3, Aff2, Aff1, Aff0).
 const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
 
@@ -59,6 +116,28 @@ pub struct GuestDtConfig<'a> {
     pub restart_count: u32,
     /// Describe the vPL011 (and make it the console).
     pub vpl011: bool,
+    /// The `/hypervisor` node, for a domain with Xen interfaces (`None`:
+    /// `xen,enhanced` absent or `"disabled"`, no node).
+    pub xen: Option<XenNode<'a>>,
+    /// Static shared-memory regions the guest has mapped, as (guest
+    /// address, size, id), described under `/reserved-memory`.
+    pub shm: &'a [(u64, u64, &'a str)],
+}
+
+/// What `/hypervisor` tells a Xen-aware guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XenNode<'a> {
+    /// Where the guest maps grant-table frames, (base, size): `reg` 0.
+    /// Normally [`layout::GNTTAB_BASE`], [`layout::GNTTAB_SIZE`].
+    pub grant_table: (u64, u64),
+    /// Extended regions, (base, size) each: unused guest-physical space
+    /// for mapping foreign pages, `reg` 1 and on. At most
+    /// [`MAX_EXTENDED`]; normally [`extended_regions`] of the domain's
+    /// shared memory.
+    pub extended: &'a [(u64, u64)],
+    /// The event-channel upcall PPI as an INTID, 16..=31: normally
+    /// [`layout::EVTCHN_INTID`] (31, as Xen).
+    pub evtchn_ppi: u32,
 }
 
 /// Why no tree was written.
@@ -79,6 +158,25 @@ pub enum DtError {
     BootargsNul,
     /// The command line is longer than [`MAX_BOOTARGS`].
     BootargsTooLong(usize),
+    /// The event-channel PPI is not an INTID of 16..=31.
+    BadEvtchnPpi(u32),
+    /// A region (what: "grant table", "extended region" or "shared
+    /// memory") is empty, not page aligned, past the IPA space, or
+    /// overlaps RAM, a device frame or another region.
+    BadRegion {
+        /// Which kind of region.
+        what: &'static str,
+        /// Its guest-physical base.
+        base: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// More extended regions than [`MAX_EXTENDED`] or shared regions than
+    /// [`MAX_SHM`]: what, and how many.
+    TooManyRegions(&'static str, usize),
+    /// A shared region's id (of the region at this guest address) is
+    /// empty, longer than [`MAX_SHM_ID`] or holds a NUL.
+    BadShmId(u64),
     /// The writer refused (a bug here, not in the configuration).
     Writer(vm_fdt::Error),
 }
@@ -102,6 +200,23 @@ impl fmt::Display for DtError {
             DtError::BootargsTooLong(n) => write!(
                 f,
                 "guest DT: bootargs are {n} bytes, at most {MAX_BOOTARGS} are accepted"
+            ),
+            DtError::BadEvtchnPpi(n) => {
+                write!(
+                    f,
+                    "guest DT: event-channel PPI {n} is not an INTID of 16..=31"
+                )
+            }
+            DtError::BadRegion { what, base, size } => write!(
+                f,
+                "guest DT: {what} [{base:#x}, +{size:#x}) is empty, not 4 KiB aligned, past the \
+                 IPA space, or overlaps RAM, a device or another region"
+            ),
+            DtError::TooManyRegions(what, n) => write!(f, "guest DT: {n} {what}s, too many"),
+            DtError::BadShmId(base) => write!(
+                f,
+                "guest DT: the id of the shared memory at {base:#x} is empty, longer than \
+                 {MAX_SHM_ID} bytes or holds a NUL"
             ),
             DtError::Writer(e) => write!(f, "guest DT: writer: {e}"),
         }
@@ -148,7 +263,98 @@ fn validate(cfg: &GuestDtConfig) -> Result<(), DtError> {
     if cfg.bootargs.len() > MAX_BOOTARGS {
         return Err(DtError::BootargsTooLong(cfg.bootargs.len()));
     }
+    validate_regions(cfg)
+}
+
+/// The guest-physical ranges `[start, end)` the fixed map and RAM take.
+fn occupied(ram_size: u64) -> [(u64, u64); 4] {
+    let r = |base: u64, size: u64| (base, base + size);
+    [
+        r(layout::RAM0_BASE, ram_size),
+        r(layout::GICD_BASE, layout::GICD_SIZE),
+        r(layout::GICR_BASE, layout::GICR_WINDOW),
+        r(layout::VPL011_BASE, layout::VPL011_SIZE),
+    ]
+}
+
+/// The grant table, extended regions and shared memory: each sound alone,
+/// clear of the fixed map and of each other.
+fn validate_regions(cfg: &GuestDtConfig) -> Result<(), DtError> {
+    if cfg.shm.len() > MAX_SHM {
+        return Err(DtError::TooManyRegions(
+            "shared-memory region",
+            cfg.shm.len(),
+        ));
+    }
+    let mut regions: Vec<(&'static str, u64, u64)> = Vec::new();
+    if let Some(x) = &cfg.xen {
+        if !(16..32).contains(&x.evtchn_ppi) {
+            return Err(DtError::BadEvtchnPpi(x.evtchn_ppi));
+        }
+        if x.extended.len() > MAX_EXTENDED {
+            return Err(DtError::TooManyRegions("extended region", x.extended.len()));
+        }
+        regions.push(("grant table", x.grant_table.0, x.grant_table.1));
+        regions.extend(x.extended.iter().map(|&(b, s)| ("extended region", b, s)));
+    }
+    for &(base, size, id) in cfg.shm {
+        if id.is_empty() || id.len() > MAX_SHM_ID || id.contains('\0') {
+            return Err(DtError::BadShmId(base));
+        }
+        regions.push(("shared memory", base, size));
+    }
+    let fixed = occupied(cfg.ram_size);
+    for (i, &(what, base, size)) in regions.iter().enumerate() {
+        let bad = DtError::BadRegion { what, base, size };
+        let end = match base.checked_add(size) {
+            Some(e) if size > 0 && e <= 1 << layout::IPA_BITS => e,
+            _ => return Err(bad),
+        };
+        if !base.is_multiple_of(REGION_ALIGN) || !size.is_multiple_of(REGION_ALIGN) {
+            return Err(bad);
+        }
+        let clear = |&(s, e): &(u64, u64)| end <= s || e <= base;
+        if !fixed.iter().all(clear)
+            || !regions[..i]
+                .iter()
+                .map(|&(_, b, s)| (b, b + s))
+                .all(|r| clear(&r))
+        {
+            return Err(bad);
+        }
+    }
     Ok(())
+}
+
+/// The extended regions for a domain whose shared memory is mapped at
+/// `shm` (guest address, size, id): [`layout::EXT_REGION_BASE`] up to the
+/// top of the IPA space, less the shared regions, each piece shrunk to
+/// [`EXTENDED_ALIGN`] and kept if at least [`MIN_EXTENDED`], at most
+/// [`MAX_EXTENDED`] of them (the lowest), in address order.
+pub fn extended_regions(shm: &[(u64, u64, &str)]) -> Vec<(u64, u64)> {
+    let end = layout::EXT_REGION_BASE + layout::EXT_REGION_SIZE;
+    let mut cuts: Vec<(u64, u64)> = shm
+        .iter()
+        .map(|&(b, s, _)| (b, b.saturating_add(s)))
+        .collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut keep = |s: u64, e: u64| {
+        // Both at most `end` (2^IPA_BITS): no overflow.
+        let s = s.next_multiple_of(EXTENDED_ALIGN);
+        let e = e - e % EXTENDED_ALIGN;
+        if e > s && e - s >= MIN_EXTENDED && out.len() < MAX_EXTENDED {
+            out.push((s, e - s));
+        }
+    };
+    let mut start = layout::EXT_REGION_BASE;
+    for (s, e) in cuts {
+        let (s, e) = (s.clamp(start, end), e.clamp(start, end));
+        keep(start, s);
+        start = e;
+    }
+    keep(start, end);
+    out
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -190,6 +396,22 @@ pub fn build(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
     w.property_string("device_type", "memory")?;
     w.property_array_u64("reg", &[layout::RAM0_BASE, cfg.ram_size])?;
     w.end_node(memory)?;
+
+    if !cfg.shm.is_empty() {
+        let resv = w.begin_node("reserved-memory")?;
+        w.property_null("ranges")?;
+        w.property_u32("#address-cells", 2)?;
+        w.property_u32("#size-cells", 2)?;
+        for &(base, size, id) in cfg.shm {
+            let n = w.begin_node(&format!("xen-shmem@{base:x}"))?;
+            w.property_string("compatible", "xen,shared-memory-v1")?;
+            w.property_array_u64("reg", &[base, size])?;
+            w.property_string("xen,id", id)?;
+            w.property_u64("xen,offset", 0)?;
+            w.end_node(n)?;
+        }
+        w.end_node(resv)?;
+    }
 
     let cpus = w.begin_node("cpus")?;
     w.property_u32("#address-cells", 1)?;
@@ -263,6 +485,23 @@ pub fn build(cfg: &GuestDtConfig) -> Result<Vec<u8>, DtError> {
         w.end_node(pl011)?;
     }
 
+    if let Some(x) = &cfg.xen {
+        let hv = w.begin_node("hypervisor")?;
+        w.property_string_list("compatible", strings(&XEN_COMPATIBLE))?;
+        let mut reg = vec![x.grant_table.0, x.grant_table.1];
+        for &(base, size) in x.extended {
+            reg.extend_from_slice(&[base, size]);
+        }
+        w.property_array_u64("reg", &reg)?;
+        // Checked: 16..=31.
+        w.property_array_u32(
+            "interrupts",
+            &[GIC_PPI, x.evtchn_ppi - 16, EVTCHN_IRQ_FLAGS],
+        )?;
+        w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+        w.end_node(hv)?;
+    }
+
     w.end_node(root)?;
     Ok(w.finish()?)
 }
@@ -285,6 +524,18 @@ mod tests {
             initrd: Some((0x4800_0000, 0x4812_3456)),
             restart_count: 3,
             vpl011: true,
+            xen: None,
+            shm: &[],
+        }
+    }
+
+    const EXT: [(u64, u64); 1] = [(layout::EXT_REGION_BASE, layout::EXT_REGION_SIZE)];
+
+    fn xen() -> XenNode<'static> {
+        XenNode {
+            grant_table: (layout::GNTTAB_BASE, layout::GNTTAB_SIZE),
+            extended: &EXT,
+            evtchn_ppi: layout::EVTCHN_INTID,
         }
     }
 
@@ -573,6 +824,12 @@ mod tests {
     #[test]
     fn largest_tree_stays_small() {
         let long = "x".repeat(MAX_BOOTARGS);
+        let ext: Vec<(u64, u64)> = (0..MAX_EXTENDED as u64)
+            .map(|i| (layout::EXT_REGION_BASE + (i << 30), 1 << 30))
+            .collect();
+        let shm: Vec<(u64, u64, &str)> = (0..MAX_SHM as u64)
+            .map(|i| (0x1000 + (i << 12), 0x1000, "0123456789abcde"))
+            .collect();
         let c = GuestDtConfig {
             nr_vcpus: MAX_VCPUS,
             ram_size: layout::RAM0_MAX,
@@ -580,6 +837,11 @@ mod tests {
             initrd: Some((layout::RAM0_BASE, layout::RAM0_BASE + layout::RAM0_MAX)),
             restart_count: u32::MAX,
             vpl011: true,
+            xen: Some(XenNode {
+                extended: &ext,
+                ..xen()
+            }),
+            shm: &shm,
         };
         let blob = build(&c).unwrap();
         assert!(blob.len() < 64 << 10, "{} bytes", blob.len());
@@ -591,6 +853,11 @@ mod tests {
         let gic = child(&root, "interrupt-controller@3001000");
         assert_eq!(u64s(&gic, "reg")[3], layout::GICR_WINDOW);
         assert_eq!(u32p(&child(&root, "chosen"), "hv,restart-count"), u32::MAX);
+        assert_eq!(
+            u64s(&child(&root, "hypervisor"), "reg").len(),
+            2 + 2 * MAX_EXTENDED
+        );
+        assert_eq!(child(&root, "reserved-memory").children().count(), MAX_SHM);
         // Also within what the hypervisor's own reader accepts.
         assert!(blob.len() <= common::platform::MAX_DTB_SIZE);
     }
@@ -698,11 +965,307 @@ mod tests {
             DtError::BadInitrd { start: 1, end: 0 },
             DtError::BootargsNul,
             DtError::BootargsTooLong(5000),
+            DtError::BadEvtchnPpi(0),
+            DtError::BadRegion {
+                what: "grant table",
+                base: 0,
+                size: 0,
+            },
+            DtError::TooManyRegions("extended region", 9),
+            DtError::BadShmId(0),
             DtError::Writer(vm_fdt::Error::UnclosedNode),
         ];
         for e in all {
             assert!(e.to_string().starts_with("guest DT: "));
         }
+    }
+
+    #[test]
+    fn hypervisor_node() {
+        let ext = [
+            (layout::EXT_REGION_BASE, 64 << 20),
+            (0x2_0000_0000, 0x100_0000_0000 - 0x2_0000_0000),
+        ];
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                extended: &ext,
+                ..xen()
+            }),
+            ..cfg()
+        };
+        let blob = build(&c).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let root = fdt.root();
+        let hv = child(&root, "hypervisor");
+        assert_eq!(strs(&hv, "compatible"), ["xen,xen-4.17", "xen,xen"]);
+        assert_eq!(
+            u64s(&hv, "reg"),
+            [
+                0x3800_0000,
+                0x100_0000,
+                0x1_0000_0000,
+                64 << 20,
+                0x2_0000_0000,
+                0xfe_0000_0000
+            ]
+        );
+        // PPI, INTID 31 - 16, CPU mask 0xf | level-low: exactly Xen's.
+        assert_eq!(cells(&hv, "interrupts"), [1, 15, 0xf08]);
+        assert_eq!(u32p(&hv, "interrupt-parent"), GIC_PHANDLE);
+        assert_eq!(hv.properties().count(), 4);
+        assert_eq!(hv.children().count(), 0);
+        // The root's cells the reg is read with.
+        assert_eq!(
+            (u32p(&root, "#address-cells"), u32p(&root, "#size-cells")),
+            (2, 2)
+        );
+        // No extended regions: the grant table alone.
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                extended: &[],
+                ..xen()
+            }),
+            ..cfg()
+        };
+        let blob = build(&c).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let hv = child(&fdt.root(), "hypervisor");
+        assert_eq!(u64s(&hv, "reg"), [layout::GNTTAB_BASE, layout::GNTTAB_SIZE]);
+        // Without Xen interfaces there is no node; the rest is unchanged.
+        let blob = build(&cfg()).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert!(!has_child(&fdt.root(), "hypervisor"));
+        assert!(!has_child(&fdt.root(), "reserved-memory"));
+        // Another PPI is written as asked.
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                evtchn_ppi: 16,
+                ..xen()
+            }),
+            ..cfg()
+        };
+        let blob = build(&c).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(
+            cells(&child(&fdt.root(), "hypervisor"), "interrupts"),
+            [1, 0, 0xf08]
+        );
+    }
+
+    #[test]
+    fn shared_memory_nodes() {
+        let shm = [
+            (0x1_0000_0000, 0x20_0000, "ring"),
+            (0x2300_0000, 0x1000, "my-shared-mem-1"),
+        ];
+        let c = GuestDtConfig { shm: &shm, ..cfg() };
+        let blob = build(&c).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let root = fdt.root();
+        let resv = child(&root, "reserved-memory");
+        assert_eq!(prop(&resv, "ranges"), b"");
+        assert_eq!(u32p(&resv, "#address-cells"), 2);
+        assert_eq!(u32p(&resv, "#size-cells"), 2);
+        let kids: Vec<_> = resv.children().collect();
+        assert_eq!(kids.len(), 2);
+        for (n, &(base, size, id)) in kids.iter().zip(&shm) {
+            assert_eq!(n.name(), format!("xen-shmem@{base:x}"));
+            assert_eq!(strs(n, "compatible"), ["xen,shared-memory-v1"]);
+            assert_eq!(u64s(n, "reg"), [base, size]);
+            assert_eq!(s(n, "xen,id"), id);
+            assert_eq!(u64p(n, "xen,offset"), 0);
+            assert_eq!(n.properties().count(), 4);
+        }
+        assert_eq!(kids[0].name(), "xen-shmem@100000000");
+        // Without Xen interfaces too (Xen writes it either way).
+        assert!(!has_child(&root, "hypervisor"));
+        // The reader sees them as reserved memory, and RAM unchanged.
+        let p = Platform::from_fdt(&blob).unwrap();
+        let resv: Vec<_> = p.reserved.iter().copied().collect();
+        assert!(resv.contains(&PhysRange::from_base_size(0x1_0000_0000, 0x20_0000)));
+        assert!(resv.contains(&PhysRange::from_base_size(0x2300_0000, 0x1000)));
+        assert_eq!(p.memory.iter().count(), 1);
+    }
+
+    #[test]
+    fn regions_checked() {
+        let ram = 512 * MIB;
+        let region = |what, base, size| DtError::BadRegion { what, base, size };
+        let top = 1u64 << layout::IPA_BITS;
+        // (grant table, extended, shm) and the error.
+        let bad_shm = [
+            (0x2300_0000, 0, "shared memory"),                 // empty
+            (0x2300_0800, 0x1000, "shared memory"),            // unaligned base
+            (0x2300_0000, 0x800, "shared memory"),             // unaligned size
+            (layout::RAM0_BASE + ram - 0x1000, 0x2000, "ram"), // into RAM
+            (layout::GICD_BASE, 0x1000, "gicd"),
+            (layout::GICR_BASE + 0x10_0000, 0x1000, "gicr window"),
+            (layout::VPL011_BASE, 0x1000, "vpl011"),
+            (layout::GNTTAB_BASE + 0x1000, 0x1000, "grant table"),
+            (layout::EXT_REGION_BASE, 0x1000, "extended"),
+            (top - 0x1000, 0x2000, "past the IPA space"),
+            (u64::MAX - 0xfff, 0x1000, "wraps"),
+        ];
+        for (base, size, why) in bad_shm {
+            let shm = [(base, size, "id")];
+            let c = GuestDtConfig {
+                xen: Some(xen()),
+                shm: &shm,
+                ..cfg()
+            };
+            assert_eq!(build(&c), Err(region("shared memory", base, size)), "{why}");
+        }
+        // The same regions are fine without the Xen node where they only
+        // clashed with it.
+        let shm = [
+            (layout::GNTTAB_BASE, 0x1000, "id"),
+            (layout::EXT_REGION_BASE, 0x1000, "id2"),
+        ];
+        assert!(build(&GuestDtConfig { shm: &shm, ..cfg() }).is_ok());
+        // Two shared regions overlapping each other.
+        let shm = [(0x2300_0000, 0x2000, "a"), (0x2300_1000, 0x1000, "b")];
+        assert_eq!(
+            build(&GuestDtConfig { shm: &shm, ..cfg() }),
+            Err(region("shared memory", 0x2300_1000, 0x1000))
+        );
+        // A grant table in RAM, an extended region over the grant table,
+        // two extended regions overlapping.
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                grant_table: (layout::RAM0_BASE, 0x1000),
+                ..xen()
+            }),
+            ..cfg()
+        };
+        assert_eq!(
+            build(&c),
+            Err(region("grant table", layout::RAM0_BASE, 0x1000))
+        );
+        let ext = [(layout::GNTTAB_BASE, 0x1000)];
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                extended: &ext,
+                ..xen()
+            }),
+            ..cfg()
+        };
+        assert_eq!(
+            build(&c),
+            Err(region("extended region", layout::GNTTAB_BASE, 0x1000))
+        );
+        let ext = [(0x1_0000_0000, 0x2000), (0x1_0000_1000, 0x1000)];
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                extended: &ext,
+                ..xen()
+            }),
+            ..cfg()
+        };
+        assert_eq!(
+            build(&c),
+            Err(region("extended region", 0x1_0000_1000, 0x1000))
+        );
+        // The largest RAM leaves the extended region clear.
+        let c = GuestDtConfig {
+            ram_size: layout::RAM0_MAX,
+            initrd: None,
+            xen: Some(xen()),
+            ..cfg()
+        };
+        assert!(build(&c).is_ok());
+        // Counts, ids and the PPI.
+        let ext = [(0, 0); MAX_EXTENDED + 1];
+        let c = GuestDtConfig {
+            xen: Some(XenNode {
+                extended: &ext,
+                ..xen()
+            }),
+            ..cfg()
+        };
+        assert_eq!(
+            build(&c),
+            Err(DtError::TooManyRegions("extended region", 9))
+        );
+        let shm = [(0, 0, "x"); MAX_SHM + 1];
+        let c = GuestDtConfig { shm: &shm, ..cfg() };
+        assert_eq!(
+            build(&c),
+            Err(DtError::TooManyRegions("shared-memory region", 9))
+        );
+        for id in ["", "0123456789abcdef", "a\0b"] {
+            let shm = [(0x2300_0000, 0x1000, id)];
+            let c = GuestDtConfig { shm: &shm, ..cfg() };
+            assert_eq!(build(&c), Err(DtError::BadShmId(0x2300_0000)), "{id:?}");
+        }
+        for ppi in [0, 15, 32, 27 + 1000] {
+            let c = GuestDtConfig {
+                xen: Some(XenNode {
+                    evtchn_ppi: ppi,
+                    ..xen()
+                }),
+                ..cfg()
+            };
+            assert_eq!(build(&c), Err(DtError::BadEvtchnPpi(ppi)));
+        }
+    }
+
+    #[test]
+    fn extended_regions_avoid_shared_memory() {
+        let end = layout::EXT_REGION_BASE + layout::EXT_REGION_SIZE;
+        assert_eq!(extended_regions(&[]), EXT);
+        // Shared memory below 4 GiB does not touch it.
+        assert_eq!(extended_regions(&[(0x2300_0000, 0x1000, "a")]), EXT);
+        // One region at 4 GiB + 1 MiB: the first 64 MiB of space is too
+        // small a piece below it (1 MiB), the rest starts 2 MiB aligned.
+        let shm = [(0x1_0010_0000, 0x1000, "a")];
+        assert_eq!(
+            extended_regions(&shm),
+            [(0x1_0020_0000, end - 0x1_0020_0000)]
+        );
+        // Two regions, given out of order, leave three pieces.
+        let shm = [
+            (0x2_0000_0000, 0x20_0000, "b"),
+            (0x1_8000_0000, 0x1000, "a"),
+        ];
+        assert_eq!(
+            extended_regions(&shm),
+            [
+                (0x1_0000_0000, 0x8000_0000),
+                (0x1_8020_0000, 0x2_0000_0000 - 0x1_8020_0000),
+                (0x2_0020_0000, end - 0x2_0020_0000)
+            ]
+        );
+        // A region at the very top.
+        let shm = [(end - 0x1000, 0x1000, "a")];
+        assert_eq!(
+            extended_regions(&shm),
+            [(0x1_0000_0000, end - 0x1_0000_0000 - (2 << 20))]
+        );
+        // What it gives is always accepted with that shared memory.
+        for shm in [
+            &[][..],
+            &[(0x1_0010_0000, 0x1000, "a")][..],
+            &[
+                (0x2_0000_0000, 0x20_0000, "b"),
+                (0x1_8000_0000, 0x1000, "a"),
+            ][..],
+        ] {
+            let ext = extended_regions(shm);
+            let c = GuestDtConfig {
+                xen: Some(XenNode {
+                    extended: &ext,
+                    ..xen()
+                }),
+                shm,
+                ..cfg()
+            };
+            assert!(build(&c).is_ok(), "{shm:x?}");
+        }
+        // At most MAX_EXTENDED pieces.
+        let shm: Vec<(u64, u64, &str)> = (1..=12u64)
+            .map(|i| (0x1_0000_0000 + (i << 30), 0x1000, "x"))
+            .collect();
+        assert_eq!(extended_regions(&shm).len(), MAX_EXTENDED);
     }
 
     #[test]

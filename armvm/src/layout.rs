@@ -7,6 +7,15 @@
 //! SPI 0 (INTID 32), the grant-table window at 0x3800_0000 and RAM from
 //! 0x4000_0000. Everything not RAM is left out of stage 2, so every access
 //! to it traps to the hypervisor, which emulates it or injects an abort.
+//!
+//! Above RAM bank 0's window, from 4 GiB to the top of the IPA space, lies
+//! one extended region ([`EXT_REGION_BASE`], [`EXT_REGION_SIZE`]): guest
+//! physical space that holds nothing, which the `/hypervisor` node offers
+//! a Xen-aware guest for mapping foreign pages (grants of other domains).
+//! Xen computes its extended regions per domain from the holes of its
+//! guest map; ours has no second RAM bank, so the whole space above 4 GiB
+//! is one hole. Static shared memory mapped there is cut out of it by the
+//! builder (`guest_dt::extended_regions`).
 
 /// Virtual GICv3 distributor.
 pub const GICD_BASE: u64 = 0x0300_1000;
@@ -49,6 +58,11 @@ pub const VGIC_SPIS: u32 = 32;
 
 /// Bits of IPA the stage-2 tables translate (VTCR_EL2.T0SZ = 64 - this).
 pub const IPA_BITS: u32 = 40;
+
+/// The extended region: from the end of RAM bank 0's window (4 GiB)...
+pub const EXT_REGION_BASE: u64 = RAM0_BASE + RAM0_MAX;
+/// ... to the top of the IPA space (1 TiB - 4 GiB).
+pub const EXT_REGION_SIZE: u64 = (1 << IPA_BITS) - EXT_REGION_BASE;
 
 /// MPIDR_EL1 value a guest reads on vCPU `n`: Aff0 = n % 16, Aff1 = n / 16,
 /// bit 31 RES1 (16 CPUs per cluster, as the GICv3 SGI target list allows).

@@ -997,6 +997,21 @@ impl VGic {
         self.notify(s) | self.check_hw_drop(s)
     }
 
+    /// Makes a private or shared interrupt pending as a purely virtual
+    /// interrupt, the way a write to ISPENDR would (the hypervisor's own
+    /// sources, e.g. the Xen event-channel upcall PPI). Returns the vCPUs
+    /// to kick; nothing for an INTID this vGIC does not have.
+    pub fn raise(&mut self, vcpu: usize, intid: u32) -> VcpuMask {
+        if vcpu >= self.nr_vcpus {
+            return 0;
+        }
+        let Some(s) = self.slot(vcpu, intid) else {
+            return 0;
+        };
+        self.irq_mut(s).latch = true;
+        self.notify(s)
+    }
+
     /// A physical interrupt `pintid` the hypervisor acknowledged
     /// (priority-dropped, not deactivated) is forwarded to `vcpu` as `intid`
     /// with the LR HW bit, so the guest's deactivation reaches it.

@@ -122,6 +122,9 @@ pub struct DomainConfig {
     pub vpl011: bool,
     /// What a crash leads to.
     pub on_crash: OnCrash,
+    /// It speaks Xen's guest ABI (`xen,enhanced`): its tree gets the
+    /// `/hypervisor` node.
+    pub xen: bool,
 }
 
 /// One piece of a domain's RAM: `size` bytes at host `pa`, seen by the
@@ -226,6 +229,17 @@ impl GuestRam {
                 .map_err(BuildError::Stage2)?;
         }
         Ok(())
+    }
+
+    /// Host address of RAM page `off` (page aligned, inside the RAM).
+    fn host_of(&self, off: u64) -> Option<u64> {
+        if off >= self.size {
+            return None;
+        }
+        self.pieces
+            .iter()
+            .find(|p| off >= p.off && off - p.off < p.size)
+            .map(|p| p.pa + (off - p.off))
     }
 
     /// Returns every piece to the heap.
@@ -406,6 +420,11 @@ impl Domain {
         self.cfg.ram_size
     }
 
+    /// Whether it speaks Xen's guest ABI.
+    pub fn has_xen(&self) -> bool {
+        self.cfg.xen
+    }
+
     /// Whether it has a virtual PL011.
     pub fn has_vpl011(&self) -> bool {
         self.cfg.vpl011
@@ -414,6 +433,17 @@ impl Domain {
     /// Whether it has been destroyed (its memory is back in the heap).
     pub fn is_dead(&self) -> bool {
         self.state.load(Ordering::Acquire) == DEAD
+    }
+
+    /// Host address of guest RAM frame `gfn`, if it is one.
+    pub fn ram_host(&self, gfn: u64) -> Option<u64> {
+        let off = gfn.checked_mul(4096)?.checked_sub(layout::RAM0_BASE)?;
+        self.ram.lock().host_of(off)
+    }
+
+    /// Its stage-2 translation.
+    pub fn stage2(&self) -> &Stage2 {
+        &self.stage2
     }
 
     /// VTTBR_EL2 of this domain.
@@ -481,6 +511,12 @@ impl Domain {
             initrd,
             restart_count: self.restarts(),
             vpl011: self.cfg.vpl011,
+            xen: self.cfg.xen.then_some(armvm::guest_dt::XenNode {
+                grant_table: (layout::GNTTAB_BASE, layout::GNTTAB_SIZE),
+                extended: &[(layout::EXT_REGION_BASE, layout::EXT_REGION_SIZE)],
+                evtchn_ppi: layout::EVTCHN_INTID,
+            }),
+            shm: &[],
         })
         .map_err(BuildError::Dt)?;
         if dt.len() as u64 > DTB_SPACE {
@@ -633,6 +669,10 @@ impl Domain {
             Stop::Crash => self.cfg.on_crash == OnCrash::Restart,
             Stop::PowerOff | Stop::None => false,
         };
+        // The Xen ABI state lets go of everything first (grants others map
+        // of this domain are revoked from their translations), before the
+        // memory is reloaded or scrubbed and freed.
+        crate::xen::domain_stopping(self.id, rebuild);
         if rebuild {
             self.restarts.fetch_add(1, Ordering::Relaxed);
             if why == Stop::Crash {

@@ -32,6 +32,7 @@ mod semihost;
 mod stage2;
 mod sysregs;
 mod time;
+mod xen;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -73,7 +74,7 @@ const DEFAULT_GUEST_MEM: u64 = 512 << 20;
 /// vCPUs when `dom0_max_vcpus=` does not say (and CPUs allow).
 const DEFAULT_GUEST_VCPUS: usize = 2;
 
-aarch64_rt::entry!(main, 16);
+aarch64_rt::entry!(main, 64);
 
 fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     time::mark_entry();
@@ -611,6 +612,7 @@ fn build_domains(
             bootargs: bootargs.clone(),
             vpl011: true,
             on_crash: OnCrash::Destroy,
+            xen: false,
         });
     }
     for spec in boot.domains.iter() {
@@ -630,9 +632,11 @@ fn build_domains(
                 bootargs: bootargs.clone(),
                 vpl011: spec.vpl011,
                 on_crash: spec.on_crash,
+                xen: spec.xen_interfaces(),
             },
         );
     }
+    connect_xen(boot, &built);
     if !built.is_empty() {
         let held: u64 = built.iter().map(|d| d.ram_size()).sum();
         println!(
@@ -643,6 +647,65 @@ fn build_domains(
         );
     }
     built
+}
+
+/// Gives the domains that speak Xen's ABI their ABI state, then the
+/// policy between them (hv,xen-peers) and their static event channels.
+/// A channel or peer naming a domain that was not built is skipped with a
+/// line; the domain still runs.
+fn connect_xen(boot: &Boot, built: &[&'static Domain]) {
+    let id_of = |name: &str| {
+        built
+            .iter()
+            .find(|d| d.name() == name && d.has_xen())
+            .map(|d| d.id)
+    };
+    for spec in boot.domains.iter() {
+        let Some(d) = built.iter().find(|d| d.name() == spec.node && d.has_xen()) else {
+            continue;
+        };
+        if let Err(e) = xen::add_domain(d, spec.capabilities) {
+            println!("{}: Xen interfaces not set up (errno {})", spec.node, e);
+        }
+    }
+    for spec in boot.domains.iter() {
+        let Some(me) = id_of(spec.node) else { continue };
+        for peer in spec.peers.iter() {
+            match id_of(peer) {
+                Some(p) => xen::allow(me, p),
+                None => println!(
+                    "{}: hv,xen-peers names {}, which was not built with Xen interfaces: skipped",
+                    spec.node, peer
+                ),
+            }
+        }
+        for ch in spec.static_evtchns.iter() {
+            let Some(peer) = id_of(ch.peer_domain) else {
+                println!(
+                    "{}: static event channel {} to {}, which was not built with Xen interfaces: skipped",
+                    spec.node, ch.local_port, ch.peer_domain
+                );
+                continue;
+            };
+            // Each channel is declared at both ends: bound once.
+            if me < peer {
+                let c = xen::StaticChannel {
+                    a: (me, ch.local_port),
+                    b: (peer, ch.peer_port),
+                };
+                match xen::bind_static(c) {
+                    Ok(()) => println!(
+                        "{}: static event channel {} <-> {} port {}",
+                        spec.node, ch.local_port, ch.peer_domain, ch.peer_port
+                    ),
+                    Err(e) => println!(
+                        "{}: static event channel {}: errno {}: skipped",
+                        spec.node, ch.local_port, e
+                    ),
+                }
+            }
+        }
+    }
 }
 
 /// Assigns logical ids (boot CPU first, then DT order) and redistributor frames.

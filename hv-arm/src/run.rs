@@ -308,6 +308,12 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             stat(|s| s.call += 1);
             psci_call(dom, vcpu, regs)
         }
+        Trap::Hvc {
+            imm: crate::xen::HYPERCALL_TAG,
+        } if crate::xen::enabled(dom.id) => {
+            stat(|s| s.call += 1);
+            crate::xen::hypercall(dom, vcpu, regs)
+        }
         Trap::Smc { imm: 0 } => {
             // A trapped SMC returns to the SMC itself: step over it.
             regs.pc = regs.pc.wrapping_add(4);
@@ -335,6 +341,11 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
         Trap::DataAbort(da) => {
             stat(|s| s.mmio += 1);
             let ipa = sysregs::fault_ipa();
+            // A fault inside a 2 MiB block being split into pages (Xen ABI
+            // mappings) is transient: the entry is back, try again.
+            if esr_val & 0x3c == 0x04 && dom.stage2().is_mapped(ipa) {
+                return Next::Resume;
+            }
             mmio(dom, vcpu, regs, ipa, da);
             Next::Resume
         }
@@ -366,6 +377,9 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
         }
         Trap::InstructionAbort { .. } => {
             let ipa = sysregs::fault_ipa();
+            if esr_val & 0x3c == 0x04 && dom.stage2().is_mapped(ipa) {
+                return Next::Resume;
+            }
             warn!(
                 "d{}v{}: instruction fetch from {:#x} outside its memory: abort",
                 dom.id, vcpu, ipa
@@ -385,6 +399,11 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
     }
+}
+
+/// SCHEDOP_block: as a WFI.
+pub fn block(dom: &Domain, vcpu: u32) -> Next {
+    wait_for_interrupt(dom, vcpu)
 }
 
 /// A trapped WFI: back to the guest at once if it has an interrupt to

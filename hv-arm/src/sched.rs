@@ -259,6 +259,9 @@ fn run_vcpu(d: &'static Domain, v: u32) {
         }
     }
     ctx.blocked = false;
+    if d.has_xen() {
+        crate::xen::runstate(d.id, v, common::xen::abi::RUNSTATE_RUNNING);
+    }
     ctx.el1.restore();
     write!("vttbr_el2", d.vttbr());
     write!("cntvoff_el2", d.cntvoff());
@@ -304,6 +307,15 @@ fn run_vcpu(d: &'static Domain, v: u32) {
         Next::Off => Left::Off,
         Next::Stopping => Left::Stopping,
     };
+    if d.has_xen() {
+        use common::xen::abi::{RUNSTATE_BLOCKED, RUNSTATE_OFFLINE, RUNSTATE_RUNNABLE};
+        let state = match left {
+            Left::Preempted => RUNSTATE_RUNNABLE,
+            Left::Blocked => RUNSTATE_BLOCKED,
+            Left::Off | Left::Stopping => RUNSTATE_OFFLINE,
+        };
+        crate::xen::runstate(d.id, v, state);
+    }
     match left {
         Left::Preempted => {}
         Left::Blocked => ctx.blocked = true,

@@ -34,15 +34,31 @@ const S2AP_WRITE: u64 = 1 << 7;
 const SH_INNER: u64 = 0b11 << 8;
 /// Access flag.
 const AF: u64 = 1 << 10;
+/// XN[54:53] = 0b10: no execution at EL1 or EL0.
+const XN: u64 = 0b10 << 53;
 /// Output address bits of a descriptor.
 const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
-/// Access a mapping grants. (Read-only mappings arrive with grant
-/// tables.)
+/// Access a mapping grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     /// Read, write and execute.
     ReadWrite,
+    /// Read and write, never execute (pages shared through the Xen ABI).
+    DataReadWrite,
+    /// Read only, never execute (read-only grants).
+    DataReadOnly,
+}
+
+impl Access {
+    fn attrs(self) -> u64 {
+        let base = AF | SH_INNER | MEMATTR_NORMAL_WB | S2AP_READ;
+        match self {
+            Access::ReadWrite => base | S2AP_WRITE,
+            Access::DataReadWrite => base | S2AP_WRITE | XN,
+            Access::DataReadOnly => base | XN,
+        }
+    }
 }
 
 /// Why a mapping failed.
@@ -60,6 +76,9 @@ pub enum MapError {
 pub struct Stage2 {
     root: *mut u64,
     vmid: u16,
+    /// Held while tables change after the domain is built (page-level
+    /// changes may come from any CPU).
+    lock: crate::arch::Lock<()>,
 }
 
 // SAFETY: the tables are owned by this value and only changed through
@@ -85,6 +104,7 @@ impl Stage2 {
         Ok(Self {
             root: alloc_table(2 * PAGE as usize)?,
             vmid,
+            lock: crate::arch::Lock::new(()),
         })
     }
 
@@ -103,15 +123,7 @@ impl Stage2 {
         {
             return Err(MapError::BadRange);
         }
-        let attrs = AF
-            | SH_INNER
-            | MEMATTR_NORMAL_WB
-            | S2AP_READ
-            | if access == Access::ReadWrite {
-                S2AP_WRITE
-            } else {
-                0
-            };
+        let attrs = access.attrs();
         let (mut ipa, mut pa) = (ipa, pa);
         while ipa < end {
             let block = ipa % BLOCK_2M == 0 && pa % BLOCK_2M == 0 && end - ipa >= BLOCK_2M;
@@ -130,6 +142,102 @@ impl Stage2 {
         }
         self.flush();
         Ok(())
+    }
+
+    /// Maps one 4 KiB page `ipa` to `pa`, replacing what is there (a block
+    /// around it is split first).
+    pub fn map_page(&self, ipa: u64, pa: u64, access: Access) -> Result<(), MapError> {
+        if !ipa.is_multiple_of(PAGE) || !pa.is_multiple_of(PAGE) || ipa >= 1 << IPA_BITS {
+            return Err(MapError::BadRange);
+        }
+        let _held = self.lock.lock();
+        let slot = self.page_slot(ipa)?;
+        // SAFETY: a slot of a table this translation owns, changed under
+        // its lock; a valid entry is invalidated and its TLB entries
+        // dropped before the new one is written (break-before-make).
+        unsafe {
+            if *slot & VALID != 0 {
+                *slot = 0;
+                self.flush();
+            }
+            *slot = (pa & OA_MASK) | access.attrs() | TABLE | VALID;
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// Unmaps the 4 KiB page `ipa` (a block around it is split first).
+    pub fn unmap_page(&self, ipa: u64) -> Result<(), MapError> {
+        if !ipa.is_multiple_of(PAGE) || ipa >= 1 << IPA_BITS {
+            return Err(MapError::BadRange);
+        }
+        let _held = self.lock.lock();
+        let slot = self.page_slot(ipa)?;
+        // SAFETY: as in `map_page`.
+        unsafe { *slot = 0 };
+        self.flush();
+        Ok(())
+    }
+
+    /// Whether `ipa` translates now. Taking the lock waits out a split in
+    /// progress, so a vCPU that faulted inside one can tell the fault was
+    /// transient and retry.
+    pub fn is_mapped(&self, ipa: u64) -> bool {
+        if ipa >= 1 << IPA_BITS {
+            return false;
+        }
+        let _held = self.lock.lock();
+        let i1 = ((ipa >> 30) & 0x3ff) as usize;
+        // SAFETY: i1 < 1024 = the two root tables' entries; the walk only
+        // reads entries of tables this translation owns, under its lock.
+        unsafe {
+            let e1 = *self.root.add(i1);
+            if e1 & VALID == 0 {
+                return false;
+            }
+            let e2 = *((e1 & OA_MASK) as *const u64).add(((ipa >> 21) & 0x1ff) as usize);
+            if e2 & VALID == 0 {
+                return false;
+            }
+            if e2 & TABLE == 0 {
+                return true;
+            }
+            let e3 = *((e2 & OA_MASK) as *const u64).add(((ipa >> 12) & 0x1ff) as usize);
+            e3 & VALID != 0
+        }
+    }
+
+    /// The level-3 slot for `ipa`, splitting a 2 MiB block that covers it
+    /// into 512 pages with the same output and attributes. Called with the
+    /// lock held.
+    fn page_slot(&self, ipa: u64) -> Result<*mut u64, MapError> {
+        let i1 = ((ipa >> 30) & 0x3ff) as usize;
+        // SAFETY: i1 < 1024 = the two root tables' entries.
+        let l1 = unsafe { self.root.add(i1) };
+        let l2 = Self::next(l1)?;
+        // SAFETY: index < 512 within a 4 KiB table.
+        let s2 = unsafe { l2.add(((ipa >> 21) & 0x1ff) as usize) };
+        // SAFETY: `s2` points into a table this translation owns.
+        let e2 = unsafe { *s2 };
+        if e2 & VALID != 0 && e2 & TABLE == 0 {
+            let t = alloc_table(PAGE as usize)?;
+            let attrs = e2 & !OA_MASK & !(TABLE | VALID);
+            for i in 0..512u64 {
+                // SAFETY: `t` is a fresh 4 KiB table of 512 entries.
+                unsafe { *t.add(i as usize) = ((e2 & OA_MASK) + i * PAGE) | attrs | TABLE | VALID };
+            }
+            // SAFETY: break-before-make on a slot this translation owns:
+            // the block goes, its TLB entries are dropped, then the table
+            // (same translations) is installed.
+            unsafe {
+                *s2 = 0;
+                self.flush();
+                *s2 = (t as u64 & OA_MASK) | TABLE | VALID;
+            }
+        }
+        let l3 = Self::next(s2)?;
+        // SAFETY: index < 512 within a 4 KiB table.
+        Ok(unsafe { l3.add(((ipa >> 12) & 0x1ff) as usize) })
     }
 
     /// The descriptor slot for `ipa` at `level` (2 or 3), creating the
