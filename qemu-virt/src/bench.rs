@@ -1,4 +1,5 @@
-//! `cargo run -- bench linux`: what the hypervisor costs a Linux boot.
+//! `cargo run -- bench linux`: what the hypervisor costs a Linux boot;
+//! `cargo run -- bench xen`: xentool's Xen-ABI figures (see [`xen`]).
 //!
 //! Two boots of the same Debian kernel and initramfs, one after the other,
 //! each under `-icount shift=0,sleep=off`, `dtb-randomness=off`, an RTC on
@@ -19,9 +20,14 @@
 
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
+use crate::host::target_dir;
 use crate::image::build_hv_arm;
-use crate::linux::{self, MARKER, Mode, RUN_INIT};
-use crate::qemu::{RunConfig, RunOutcome, run};
+use crate::linux::{self, MARKER, Mode, RUN_INIT, domain_console};
+use crate::multi;
+use crate::qemu::{ConsoleStep, RunConfig, RunOutcome, run};
+use crate::scenario::Scenario;
 
 /// The guests' command line tail for both runs.
 pub const BENCH_BOOTARGS: &str = "hvbench quiet";
@@ -269,6 +275,235 @@ pub fn linux(echo: bool) -> Result<bool, String> {
     print!("{}", table(&n, &g));
     let ok = |f: &Figures| f.not_run.is_none() && f.status == 0 && !f.timed_out;
     Ok(ok(&n) && ok(&g))
+}
+
+// ------------------------------------------------------------- bench xen
+
+/// The /chosen additions of `bench xen`: both domains speak Xen's ABI and
+/// linux1 may talk to linux2 (as tests/tests/xen_abi.rs).
+pub const XEN_PAIR: &str = "\t\tlinux1 {\n\t\t\txen,enhanced = \"no-xenstore\";\n\t\t\thv,xen-peers = \"linux2\";\n\t\t};\n\
+\t\tlinux2 {\n\t\t\txen,enhanced = \"no-xenstore\";\n\t\t};\n";
+
+/// Xen 4.17's figures, measured outside this command on the same board
+/// and kernel with the same xentool: (bench name, ns).
+pub const XEN_NS: &[(&str, u64)] = &[
+    ("privcmd_ioctl", 1_008),
+    ("null_hypercall", 1_504),
+    ("evtchn_roundtrip", 38_928),
+    ("gntdev_map", 18_480),
+];
+/// Xen's hypervisor path of the null hypercall (xen_version - baseline).
+pub const XEN_NULL_PATH_NS: u64 = 496;
+/// Wall-clock limit of the `bench xen` run.
+const XEN_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// The `bench xen` scenario: one CPU, two 1-vCPU Linux domains.
+pub fn xen_scenario_toml() -> String {
+    let dom = |name: &str| {
+        format!(
+            "[[domain]]\nname = \"{name}\"\nkernel = \"debian\"\nramdisk = \"busybox\"\n\
+             bootargs = \"console=ttyAMA0 hvtest=xen\"\nmemory = \"256M\"\ncpus = 1\n"
+        )
+    };
+    format!(
+        "[machine]\ncpus = 1\nmemory = \"2G\"\n{}{}",
+        dom("linux1"),
+        dom("linux2")
+    )
+}
+
+/// The console script: linux1 serves, linux2 runs the benchmark.
+pub fn xen_steps() -> Vec<ConsoleStep> {
+    let ctrl_a = "\u{1}\u{1}\u{1}";
+    vec![
+        ConsoleStep::new("(linux1) HVTEST: shell", "sleep 2; xentool serve 2\r"),
+        ConsoleStep::new("(linux1) XT: serve port=", ""),
+        ConsoleStep::new("\n", ctrl_a),
+        ConsoleStep::new("", "xentool bench 1 ${port} ${rw}\r"),
+        // `alive` follows the last figure; the next `XT: bench ` line is
+        // the verdict (`XT: bench ok` or `XT: bench FAIL ...`).
+        ConsoleStep::new("(linux2) XT: alive", ""),
+        ConsoleStep::new("(linux2) XT: bench ", ""),
+        ConsoleStep::new("\n", "poweroff -f\r"),
+        ConsoleStep::new("(linux2) powered off", "\rpoweroff -f\r"),
+    ]
+}
+
+/// xentool's `XT: bench <name> median_ns=N [mbps=M]` lines: name ->
+/// (median ns, MB/s).
+pub fn xen_figures(console: &str) -> Vec<(String, u64, Option<String>)> {
+    let mut out = Vec::new();
+    for line in console.lines() {
+        let Some(i) = line.find("XT: bench ") else {
+            continue;
+        };
+        let mut words = line[i + "XT: bench ".len()..].split_whitespace();
+        let Some(name) = words.next() else { continue };
+        let mut median = None;
+        let mut mbps = None;
+        for w in words {
+            if let Some(v) = w.strip_prefix("median_ns=") {
+                median = v.parse::<u64>().ok();
+            } else if let Some(v) = w.strip_prefix("mbps=") {
+                mbps = Some(v.to_string());
+            }
+        }
+        if let Some(m) = median {
+            out.push((name.to_string(), m, mbps));
+        }
+    }
+    out
+}
+
+/// The `bench xen` table.
+pub fn xen_table(figs: &[(String, u64, Option<String>)]) -> String {
+    let get = |n: &str| figs.iter().find(|f| f.0 == n).map(|f| f.1);
+    let ns = |v: Option<u64>| {
+        v.map(|v| format!("{} ns", grouped(v)))
+            .unwrap_or("n/a".into())
+    };
+    let r = |ours: Option<u64>, xen: u64| match ours {
+        Some(o) if xen > 0 => format!("{:.3}", o as f64 / xen as f64),
+        _ => "n/a".into(),
+    };
+    let xen = |n: &str| XEN_NS.iter().find(|x| x.0 == n).map(|x| x.1).unwrap_or(0);
+    let mut rows: Vec<[String; 4]> = vec![[
+        "figure (median)".into(),
+        "hv-arm".into(),
+        "Xen 4.17".into(),
+        "hv-arm/Xen".into(),
+    ]];
+    for (label, name) in [
+        ("xen_version via privcmd", "null_hypercall"),
+        (
+            "privcmd ioctl, never reaches the hv (baseline)",
+            "privcmd_ioctl",
+        ),
+        ("event-channel round trip (goal 0.7x)", "evtchn_roundtrip"),
+        ("gntdev map+mmap+munmap+unmap", "gntdev_map"),
+    ] {
+        let x = xen(name);
+        rows.push([label.into(), ns(get(name)), ns(Some(x)), r(get(name), x)]);
+    }
+    let path = match (get("null_hypercall"), get("privcmd_ioctl")) {
+        (Some(h), Some(b)) => Some(h.saturating_sub(b)),
+        _ => None,
+    };
+    rows.push([
+        "null hypercall, hv path (xen_version - baseline)".into(),
+        ns(path),
+        ns(Some(XEN_NULL_PATH_NS)),
+        r(path, XEN_NULL_PATH_NS),
+    ]);
+    let copy = figs.iter().find(|f| f.0 == "grant_copy");
+    rows.push([
+        "grant copy, 4 KiB page".into(),
+        ns(copy.map(|f| f.1)),
+        "-".into(),
+        "".into(),
+    ]);
+    rows.push([
+        "grant copy throughput".into(),
+        copy.and_then(|f| f.2.clone())
+            .map(|m| format!("{m} MB/s"))
+            .unwrap_or("n/a".into()),
+        "n/a".into(),
+        "".into(),
+    ]);
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = format!("{:<w$}", row[0], w = widths[0]);
+        for i in 1..4 {
+            line.push_str(&format!("  {:>w$}", row[i], w = widths[i]));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `cargo run -- bench xen`: two Linux domains on one CPU under Xen's ABI,
+/// icount, xentool's benchmark from linux2 against linux1. Ok(true) when
+/// QEMU ended with status 0 and every figure was found.
+pub fn xen(echo: bool) -> Result<bool, String> {
+    let s = Scenario::from_toml(&xen_scenario_toml(), Path::new("."))
+        .map_err(|e| format!("the bench xen scenario: {e:?}"))?;
+    let hv = build_hv_arm("qemu-virt", false)?;
+    let mut cfg = multi::prepare(&s, &hv, XEN_PAIR, "bench-xen")?;
+    // -icount shift=0,sleep=off, dtb-randomness=off, -rtc clock=vm, -seed 1.
+    cfg.icount = true;
+    cfg.echo = echo;
+    cfg.timeout = XEN_TIMEOUT;
+    cfg.console_input = xen_steps();
+    eprintln!("qemu-virt: bench: xen run ...");
+    let t = Instant::now();
+    let out = run(&cfg)?;
+    let wall = t.elapsed().as_secs_f64();
+    let log = target_dir().join("bench-xen.log");
+    let _ = std::fs::write(&log, out.transcript());
+    eprintln!(
+        "qemu-virt: bench: xen run: status {}{}, {wall:.1} s wall; transcript in {}",
+        out.status,
+        if out.timed_out { " (timed out)" } else { "" },
+        log.display()
+    );
+    let two = domain_console(&out.console, "linux2");
+    let figs = xen_figures(&two);
+    let verdict = two
+        .lines()
+        .find(|l| l.starts_with("XT: bench ok") || l.starts_with("XT: bench FAIL"))
+        .map(str::to_string);
+    let complete = [
+        "privcmd_ioctl",
+        "null_hypercall",
+        "evtchn_roundtrip",
+        "gntdev_map",
+        "grant_copy",
+    ]
+    .iter()
+    .all(|n| figs.iter().any(|f| f.0 == *n));
+    if !complete || out.status != 0 || out.timed_out {
+        let xt: Vec<&str> = out
+            .console
+            .lines()
+            .filter(|l| l.contains("XT:") || l.contains("HVTEST"))
+            .collect();
+        eprintln!(
+            "qemu-virt: bench: the xen run is missing figures; its XT/HVTEST lines:\n{}\n\
+             its last lines:\n{}",
+            xt.join("\n"),
+            tail(&out, 30)
+        );
+    }
+    println!(
+        "\nbench xen: two Debian Linux domains (linux1 serves, linux2 measures with \
+         `xentool bench`), 1 vCPU and 256 MiB each, on ONE CPU, Xen's ABI (no-xenstore)"
+    );
+    println!(
+        "-icount shift=0,sleep=off, dtb-randomness=off, -rtc clock=vm, -seed 1: \
+         1 virtual ns = 1 instruction. Medians of xentool's samples \
+         (10,000 privcmd calls, the default count of event-channel round trips, \
+         1,000 gntdev maps, 1,000 grant copies)."
+    );
+    println!(
+        "The Xen 4.17 column is constants measured outside this command (same board, same \
+         kernel); the baseline run in this command is the privcmd ioctl that never reaches \
+         the hypervisor. xentool does not time raw map_grant_ref/unmap (Xen: 3,632 / 3,712 ns).\n"
+    );
+    print!("{}", xen_table(&figs));
+    println!(
+        "xentool verdict: {}; QEMU status {}{}; host wall clock {wall:.1} s",
+        verdict.as_deref().unwrap_or("none"),
+        out.status,
+        if out.timed_out { " (timed out)" } else { "" }
+    );
+    Ok(complete && out.status == 0 && !out.timed_out)
 }
 
 #[cfg(test)]

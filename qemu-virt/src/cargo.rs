@@ -1,6 +1,7 @@
 //! Builds the hypervisor binaries with the workspace's own cargo.
 //!
-//! The hypervisors are workspace members built for bare-metal targets, so
+//! The hypervisors are workspace members built for bare-metal targets (and
+//! xentool, the Linux guests' test tool, for aarch64-unknown-linux-musl), so
 //! they cannot ride along with a host `cargo build`; this module runs cargo
 //! for them with the right target, profile and board feature, and returns the
 //! ELF it produced.
@@ -13,7 +14,7 @@ use crate::host::{target_dir, workspace_root};
 /// One bare-metal build.
 #[derive(Clone, Debug)]
 pub struct Build<'a> {
-    /// Workspace package (`hv-arm`, `hv-x86`, or a test guest).
+    /// Workspace package (`hv-arm`, `hv-x86`, a test guest, `xentool`).
     pub package: &'a str,
     /// Target triple.
     pub target: &'a str,
@@ -28,6 +29,12 @@ pub struct Build<'a> {
 impl Build<'_> {
     /// Runs cargo and returns the path of the built ELF.
     pub fn run(&self) -> Result<PathBuf, String> {
+        self.run_with_env(&[])
+    }
+
+    /// [`Build::run`] with more environment for cargo, e.g. a profile
+    /// override (`CARGO_PROFILE_RELEASE_STRIP=symbols`).
+    pub fn run_with_env(&self, env: &[(&str, &str)]) -> Result<PathBuf, String> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace_root()).args([
@@ -52,6 +59,7 @@ impl Build<'_> {
         for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied());
         let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
             return Err(format!(

@@ -7,6 +7,11 @@
 //! guest time under `-icount` repeats run after run. Its `/init` prints
 //! lines starting `HVTEST: ` and acts on the kernel parameter `hvtest=`
 //! (see [`Mode`]); whatever happens, it ends with `poweroff -f`.
+//!
+//! It also carries the Xen test kit for `hvtest=xen`: `/bin/xentool`
+//! (tests/guests/xentool, built here as a static aarch64 musl binary) and
+//! Debian's xen-evtchn, xen-gntdev, xen-gntalloc and xen-privcmd modules
+//! from the same kernel package, under `/lib/modules/xen/`.
 
 use std::fmt;
 use std::io::Write;
@@ -14,7 +19,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::fixtures::{busybox_static_arm64, debian_arm64_image};
+use crate::cargo::Build;
+use crate::fixtures::{busybox_static_arm64, debian_arm64_image, debian_arm64_kernel};
 use crate::host::cache_dir;
 use crate::image::Built;
 use crate::qemu::{
@@ -65,17 +71,26 @@ pub enum Mode {
     /// second until a line is typed on its console (at most 10 minutes),
     /// then `poweroff -f`.
     Ticker,
+    /// Loads the Xen device drivers ([`XEN_MODULES`], xen-privcmd with
+    /// `unrestricted=1`), prints `HVTEST: insmod NAME ok|failed`, then
+    /// `HVTEST: xen devices ok` when /dev/xen/{evtchn,gntdev,gntalloc,
+    /// privcmd} exist (else `HVTEST: xen devices missing: NAME...`), the
+    /// kernel log's lines matching `Xen|xen|grant|event` as `HVTEST:
+    /// dmesg: ...`, and gives a shell as [`Mode::Shell`] does, where a
+    /// harness types `xentool` commands.
+    Xen,
 }
 
 impl Mode {
     /// Every mode, in `--help` order.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Shell,
         Mode::Poweroff,
         Mode::Reboot,
         Mode::Hostile,
         Mode::Panic,
         Mode::Ticker,
+        Mode::Xen,
     ];
 
     /// The `hvtest=` value.
@@ -87,6 +102,7 @@ impl Mode {
             Mode::Shell => "shell",
             Mode::Panic => "panic",
             Mode::Ticker => "ticker",
+            Mode::Xen => "xen",
         }
     }
 }
@@ -124,9 +140,13 @@ impl FromStr for Mode {
 /// mode. An EXIT trap makes `poweroff -f` the way out of every path,
 /// failures included.
 pub fn init_script(default: Mode) -> String {
+    let modes: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
     INIT_TEMPLATE
         .replace("@DEFAULT@", default.as_str())
         .replace("@HOSTILE@", &format!("{HOSTILE_ADDR:#x}"))
+        .replace("@MODES@", &modes.join(", "))
+        .replace("@XEN_MODULES@", &XEN_MODULES.join(" "))
+        .replace("@XEN_MODULE_DIR@", XEN_MODULE_DIR)
 }
 
 const INIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -232,8 +252,32 @@ shell | '')
     echo "HVTEST: shell: busybox sh on the console; exit (or poweroff -f) powers off"
     setsid cttyhack sh
     ;;
+xen)
+    for m in @XEN_MODULES@; do
+        opt=
+        # A domU's privcmd otherwise waits for xenstore at open().
+        [ "$m" = xen-privcmd ] && opt=unrestricted=1
+        if insmod /@XEN_MODULE_DIR@/$m.ko $opt; then
+            echo "HVTEST: insmod $m ok"
+        else
+            echo "HVTEST: insmod $m failed"
+        fi
+    done
+    missing=
+    for d in evtchn gntdev gntalloc privcmd; do
+        [ -c /dev/xen/$d ] || missing="$missing $d"
+    done
+    if [ -z "$missing" ]; then
+        echo "HVTEST: xen devices ok"
+    else
+        echo "HVTEST: xen devices missing:$missing"
+    fi
+    dmesg | grep -E 'Xen|xen|grant|event' | sed 's/^/HVTEST: dmesg: /'
+    echo "HVTEST: shell: busybox sh on the console, /bin/xentool; exit (or poweroff -f) powers off"
+    setsid cttyhack sh
+    ;;
 *)
-    echo "HVTEST: unknown hvtest=$mode (known: poweroff, reboot, hostile, shell, panic, ticker)"
+    echo "HVTEST: unknown hvtest=$mode (known: @MODES@)"
     ;;
 esac
 echo "HVTEST: powering off"
@@ -360,22 +404,110 @@ pub fn gzip_n(data: &[u8]) -> Result<Vec<u8>, String> {
     enc.finish().map_err(|e| format!("gzip: {e}"))
 }
 
+/// The Linux modules `hvtest=xen` loads, in order (file names without
+/// `.ko`), from Debian's kernel package.
+pub const XEN_MODULES: [&str; 4] = ["xen-evtchn", "xen-gntdev", "xen-gntalloc", "xen-privcmd"];
+/// Where the initramfs keeps them (no leading `/`).
+pub const XEN_MODULE_DIR: &str = "lib/modules/xen";
+/// The target xentool is built for.
+pub const XENTOOL_TARGET: &str = "aarch64-unknown-linux-musl";
+
+/// The Xen test kit of the initramfs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XenKit {
+    /// The static arm64 `xentool` binary.
+    pub xentool: Vec<u8>,
+    /// [`XEN_MODULES`] as (name, bytes of `NAME.ko`).
+    pub modules: Vec<(String, Vec<u8>)>,
+}
+
+/// Builds xentool (tests/guests/xentool) as a static
+/// aarch64-unknown-linux-musl release binary, symbols stripped: its path
+/// (`target/aarch64-unknown-linux-musl/release/xentool`).
+pub fn build_xentool() -> Result<PathBuf, String> {
+    Build {
+        package: "xentool",
+        target: XENTOOL_TARGET,
+        features: Vec::new(),
+        no_default_features: false,
+        release: true,
+    }
+    .run_with_env(&[("CARGO_PROFILE_RELEASE_STRIP", "symbols")])
+    .map_err(|e| {
+        format!(
+            "cannot build xentool, the Linux initramfs's Xen test tool, for \
+             {XENTOOL_TARGET} ({e}); rust-toolchain.toml lists the target \
+             (`rustup target add {XENTOOL_TARGET}`), and .cargo/config.toml \
+             links it statically with rust-lld"
+        )
+    })
+}
+
+/// The directory of Debian's Xen driver modules in the unpacked kernel
+/// package (`lib/modules/VERSION/kernel/drivers/xen`).
+pub fn xen_module_dir() -> Result<PathBuf, String> {
+    let root = debian_arm64_kernel()?;
+    let modules = root.join("lib/modules");
+    std::fs::read_dir(&modules)
+        .map_err(|e| format!("{}: {e}", modules.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .map(|p| p.join("kernel/drivers/xen"))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| {
+            format!(
+                "no lib/modules/*/kernel/drivers/xen in {}",
+                modules.display()
+            )
+        })
+}
+
+/// Builds xentool and reads [`XEN_MODULES`].
+pub fn xen_kit() -> Result<XenKit, String> {
+    let tool = build_xentool()?;
+    let xentool = std::fs::read(&tool).map_err(|e| format!("{}: {e}", tool.display()))?;
+    let dir = xen_module_dir()?;
+    let modules = XEN_MODULES
+        .iter()
+        .map(|name| {
+            let path = dir.join(format!("{name}.ko"));
+            std::fs::read(&path)
+                .map(|bytes| (name.to_string(), bytes))
+                .map_err(|e| {
+                    format!(
+                        "{}: {e} (hvtest=xen needs the module uncompressed)",
+                        path.display()
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(XenKit { xentool, modules })
+}
+
 /// The members of the initramfs around `busybox` (the static arm64
-/// binary's bytes).
-pub fn initramfs_entries(busybox: Vec<u8>, default: Mode) -> Vec<CpioEntry> {
+/// binary's bytes) and the Xen test kit.
+pub fn initramfs_entries(busybox: Vec<u8>, xen: XenKit, default: Mode) -> Vec<CpioEntry> {
     use CpioKind::*;
-    vec![
+    let mut entries = vec![
         CpioEntry::new("bin", 0o755, Dir),
         CpioEntry::new("bin/busybox", 0o755, File(busybox)),
         CpioEntry::new("bin/sh", 0o777, Symlink("busybox".into())),
+        CpioEntry::new("bin/xentool", 0o755, File(xen.xentool)),
         CpioEntry::new("dev", 0o755, Dir),
         CpioEntry::new("dev/console", 0o600, CharDev { major: 5, minor: 1 }),
         CpioEntry::new("init", 0o755, File(init_script(default).into_bytes())),
+        CpioEntry::new("lib", 0o755, Dir),
+        CpioEntry::new("lib/modules", 0o755, Dir),
+        CpioEntry::new(XEN_MODULE_DIR, 0o755, Dir),
         CpioEntry::new("proc", 0o555, Dir),
         CpioEntry::new("root", 0o700, Dir),
         CpioEntry::new("sys", 0o555, Dir),
         CpioEntry::new("tmp", 0o1777, Dir),
-    ]
+    ];
+    for (name, bytes) in xen.modules {
+        let path = format!("{XEN_MODULE_DIR}/{name}.ko");
+        entries.push(CpioEntry::new(&path, 0o644, File(bytes)));
+    }
+    entries
 }
 
 /// 64-bit FNV-1a: names cached archives after their content.
@@ -387,16 +519,18 @@ fn fnv1a(data: &[u8]) -> u64 {
 
 /// The gzip'ed newc initramfs: Debian's static busybox as /bin/busybox
 /// (/bin/sh links to it; /init runs `busybox --install -s /bin` for the
-/// rest), /dev/console (5,1), empty /proc, /sys, /tmp, /root, and the
+/// rest), /dev/console (5,1), empty /proc, /sys, /tmp, /root, the Xen test
+/// kit ([`xen_kit`]: /bin/xentool and /lib/modules/xen/*.ko), and the
 /// [`init_script`] whose mode without `hvtest=` is `default` (pass
 /// [`Mode::Shell`] for the behaviour the runner documents).
 ///
-/// Cached under `target/cache/linux/` named after its content: parallel
-/// builders write the same bytes and rename them into place.
+/// Cached under `target/cache/linux/` named after its content (so a new
+/// xentool or kernel gives a new file): parallel builders write the same
+/// bytes and rename them into place.
 pub fn initramfs(default: Mode) -> Result<PathBuf, String> {
     let bb_path = busybox_static_arm64()?;
     let busybox = std::fs::read(&bb_path).map_err(|e| format!("{}: {e}", bb_path.display()))?;
-    let cpio = newc_archive(&initramfs_entries(busybox, default));
+    let cpio = newc_archive(&initramfs_entries(busybox, xen_kit()?, default));
     let dir = cache_dir().join("linux");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("initramfs-{default}-{:016x}.cpio.gz", fnv1a(&cpio)));
@@ -759,9 +893,19 @@ mod tests {
         }
     }
 
+    fn fake_kit() -> XenKit {
+        XenKit {
+            xentool: b"\x7fELF xentool".to_vec(),
+            modules: XEN_MODULES
+                .iter()
+                .map(|m| (m.to_string(), format!("{m} bytes").into_bytes()))
+                .collect(),
+        }
+    }
+
     #[test]
     fn newc_archive_is_sorted_aligned_and_repeatable() {
-        let entries = initramfs_entries(b"\x7fELF busybox".to_vec(), Mode::Shell);
+        let entries = initramfs_entries(b"\x7fELF busybox".to_vec(), fake_kit(), Mode::Shell);
         let mut shuffled = entries.clone();
         shuffled.reverse();
         let a = newc_archive(&entries);
@@ -779,6 +923,14 @@ mod tests {
         assert_eq!(get("dev/console").1, 0o020600);
         assert_eq!(get("dev/console").2, (5, 1));
         assert_eq!(get("tmp").1, 0o041777);
+        assert_eq!(get("bin/xentool").1, 0o100755);
+        assert_eq!(get("bin/xentool").3, b"\x7fELF xentool");
+        assert_eq!(get("lib/modules/xen").1, 0o040755);
+        for m in XEN_MODULES {
+            let ko = get(&format!("lib/modules/xen/{m}.ko"));
+            assert_eq!(ko.1, 0o100644);
+            assert_eq!(ko.3, format!("{m} bytes").as_bytes());
+        }
         let init = String::from_utf8(get("init").3.clone()).unwrap();
         assert!(init.starts_with("#!/bin/sh\n"));
         assert!(init.contains("mode=shell\n"));
@@ -812,11 +964,31 @@ mod tests {
             );
         }
         assert!("nope".parse::<Mode>().unwrap_err().contains("hostile"));
+        assert!(
+            init_script(Mode::Shell)
+                .contains("(known: shell, poweroff, reboot, hostile, panic, ticker, xen)")
+        );
         assert_eq!(bootargs(Mode::Reboot, ""), "console=ttyAMA0 hvtest=reboot");
         assert_eq!(
             bootargs(Mode::Poweroff, " quiet hvbench "),
             "console=ttyAMA0 hvtest=poweroff quiet hvbench"
         );
+    }
+
+    #[test]
+    fn xen_mode_loads_the_drivers_and_gives_a_shell() {
+        let init = init_script(Mode::Xen);
+        assert!(init.contains("mode=xen\n"));
+        let xen = &init[init.find("\nxen)").unwrap()..];
+        let xen = &xen[..xen.find(";;").unwrap()];
+        assert!(xen.contains("for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd; do"));
+        assert!(xen.contains("insmod /lib/modules/xen/$m.ko $opt"));
+        assert!(xen.contains("[ \"$m\" = xen-privcmd ] && opt=unrestricted=1"));
+        assert!(xen.contains("for d in evtchn gntdev gntalloc privcmd; do"));
+        assert!(xen.contains("echo \"HVTEST: xen devices ok\""));
+        assert!(xen.contains("grep -E 'Xen|xen|grant|event' | sed 's/^/HVTEST: dmesg: /'"));
+        assert!(xen.contains("setsid cttyhack sh"));
+        assert!(!init.contains('@'), "a placeholder was left");
     }
 
     const NATIVE: &str = "\

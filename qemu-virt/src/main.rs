@@ -94,6 +94,7 @@ Examples:
   cargo run -- -- -d guest_errors        extra QEMU arguments after --
   cargo run -- build --board rpi4        build only; last line = Image path
   cargo run -- bench linux               guest vs. native Linux boot times
+  cargo run -- bench xen                 Xen-ABI hypercall/evtchn/grant figures
   cargo run -- test                      the whole test suite";
 
 /// Builds the hv-arm hypervisor and boots it under QEMU virt with a Linux
@@ -178,6 +179,8 @@ enum Guest {
 enum BenchWhat {
     /// A Linux boot as hv-arm's guest against the same kernel booted directly.
     Linux,
+    /// Xen's ABI: two Linux domains on one CPU, xentool's benchmark.
+    Xen,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -249,6 +252,17 @@ fn main() -> ExitCode {
             what: BenchWhat::Linux,
             verbose,
         }) => match qemu_virt::bench::linux(verbose) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("qemu-virt: bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::Bench {
+            what: BenchWhat::Xen,
+            verbose,
+        }) => match qemu_virt::bench::xen(verbose) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

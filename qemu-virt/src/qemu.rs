@@ -121,7 +121,9 @@ pub struct ConsoleStep {
     /// What is then typed: written to QEMU's stdin, the console UART's
     /// input. End a line with `\r`, as a terminal's Enter does. The UART
     /// holds 32 bytes (hv-arm's vPL011 too): keep each step shorter, or
-    /// wait for an answer in between.
+    /// wait for an answer in between. `${key}` is replaced by the value of
+    /// the last `key=VALUE` the console has shown (VALUE ends at a space),
+    /// so a step can type what a guest printed (a port, a grant reference).
     pub send: String,
 }
 
@@ -667,7 +669,7 @@ impl<'a> Typist<'a> {
             };
             self.from += at + want.len();
             self.next += 1;
-            out.extend_from_slice(step.send.as_bytes());
+            out.extend_from_slice(expand(&step.send, console).as_bytes());
         }
         out
     }
@@ -683,6 +685,37 @@ impl<'a> Typist<'a> {
             step.send
         ))
     }
+}
+
+/// `send` with each `${key}` replaced by the value of the last `key=VALUE`
+/// in `console` (left as it is when the console has none).
+fn expand(send: &str, console: &[u8]) -> String {
+    let text = String::from_utf8_lossy(console);
+    let mut out = String::new();
+    let mut rest = send;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find('}') else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let key = &after[..j];
+        let needle = format!("{key}=");
+        let value = text.rfind(&needle).map(|at| {
+            text[at + needle.len()..]
+                .split(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("")
+        });
+        match value {
+            Some(v) => out.push_str(v),
+            None => out.push_str(&rest[i..i + 3 + j]),
+        }
+        rest = &after[j + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes `bytes` to QEMU's stdin; a failed write (QEMU gone) closes it.
@@ -858,6 +891,15 @@ impl Screen {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn steps_type_values_the_console_showed() {
+        let c = b"XT: serve port=5 rw=9\nXT: serve port=7 rw=10 ro=11\n";
+        assert_eq!(
+            super::expand("connect ${port} ${rw} ${ro} ${none}", c),
+            "connect 7 10 11 ${none}"
+        );
+    }
+
     use super::*;
 
     fn cfg() -> RunConfig {

@@ -98,6 +98,18 @@ pub const DTB_ROOM: u64 = 2 << 20;
 /// Room a domain's memory must keep, besides copies of its modules, for
 /// the device tree the hypervisor writes for it.
 pub const GUEST_DTB_ROOM: u64 = 2 << 20;
+/// Highest static event-channel port (`common::dom0less::MAX_STATIC_PORT`).
+pub const MAX_STATIC_PORT: i64 = 4095;
+/// Most static event channels a domain takes part in.
+pub const MAX_STATIC_EVTCHNS: usize = 16;
+/// Most static shared-memory regions per domain.
+pub const MAX_SHARED_MEMS: usize = 8;
+/// Most names in `peers`.
+pub const MAX_PEERS: usize = 16;
+/// Longest shared-memory id (Xen's 16 with the NUL).
+pub const SHM_ID_MAX: usize = 15;
+/// Alignment of a shared region's addresses and size.
+pub const SHM_ALIGN: u64 = 4096;
 
 const MACHINE_CPUS: std::ops::RangeInclusive<i64> = 1..=8;
 const DOMAIN_CPUS: std::ops::RangeInclusive<i64> = 1..=8;
@@ -207,6 +219,81 @@ pub struct DomainCfg {
     /// Host device-tree paths of devices to assign (always empty in a
     /// validated scenario, for now).
     pub passthrough: Vec<String>,
+    /// `xen,enhanced`: the Xen interfaces it gets (`None`: none).
+    pub xen: Option<XenMode>,
+    /// `hv,xen-peers`: the domains it may open event channels with and
+    /// exchange grants with (besides those it shares a channel or a
+    /// region with).
+    pub peers: Vec<String>,
+    /// The static event channels written in this domain (a channel may be
+    /// written in either domain, or in both; see [`Scenario::channels`]).
+    pub static_evtchn: Vec<EvtchnCfg>,
+    /// The static shared-memory regions it maps.
+    pub shared_mem: Vec<ShmCfg>,
+}
+
+/// A domain's `xen`: the `xen,enhanced` value of its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenMode {
+    /// `"enabled"`: the Xen interfaces and xenstore.
+    Enabled,
+    /// `"no-xenstore"`: the Xen interfaces without xenstore.
+    NoXenstore,
+    /// `"disabled"`: none (as when `xen` is absent).
+    Disabled,
+}
+
+impl XenMode {
+    /// The value as written in the file and in the device tree.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XenMode::Enabled => "enabled",
+            XenMode::NoXenstore => "no-xenstore",
+            XenMode::Disabled => "disabled",
+        }
+    }
+
+    /// Whether the domain gets event channels (and grants).
+    pub fn interfaces(self) -> bool {
+        self != XenMode::Disabled
+    }
+}
+
+/// One static event channel as a domain's `static_evtchn` writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvtchnCfg {
+    /// This domain's port, 1..=4095.
+    pub port: u32,
+    /// The other domain (its name).
+    pub peer: String,
+    /// The other domain's port, 1..=4095.
+    pub peer_port: u32,
+}
+
+/// A static event channel between two domains: (domain index in
+/// [`Scenario::domains`], port) of each end, `a` the end written first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Channel {
+    /// One end.
+    pub a: (usize, u32),
+    /// The other end.
+    pub b: (usize, u32),
+}
+
+/// A static shared-memory region as a domain maps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmCfg {
+    /// `xen,shm-id`: 1..=15 characters of A-Z a-z 0-9 _ -.
+    pub id: String,
+    /// Host physical address (4 KiB aligned, in the machine's RAM).
+    pub host: u64,
+    /// Guest physical address in this domain (4 KiB aligned).
+    pub guest: u64,
+    /// Bytes, 4 KiB aligned, non-zero.
+    pub size: u64,
+    /// `role`: `Some(true)` "owner", `Some(false)` "borrower", `None`
+    /// not written (Xen's default: a borrower, nobody owns it).
+    pub owner: Option<bool>,
 }
 
 impl DomainCfg {
@@ -296,6 +383,24 @@ impl Scenario {
             .join(" ")
     }
 
+    /// The static event channels, each once (a channel written in both
+    /// domains is one), in the order first written.
+    pub fn channels(&self) -> Vec<Channel> {
+        let index: HashMap<&str, usize> = self
+            .domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.as_str(), i))
+            .collect();
+        channels_of(&self.domains, &index)
+    }
+
+    /// The distinct static shared-memory regions as (id, host address,
+    /// size), in order of first use: host RAM the modules keep clear of.
+    pub fn shm_regions(&self) -> Vec<(&str, u64, u64)> {
+        shm_regions(&self.domains)
+    }
+
     /// The distinct module files with their kinds, in order of first use
     /// (domain by domain: kernel, ramdisk, device tree).
     pub fn module_files(&self) -> Vec<(FileRef, ModuleKind)> {
@@ -337,6 +442,24 @@ impl Scenario {
         .into_iter()
         .filter(|(s, e)| s < e)
         .collect();
+        // Less the shared-memory regions (validated inside RAM, clear of
+        // the hypervisor and QEMU's device tree).
+        let shm = self.shm_regions();
+        for &(_, host, size) in &shm {
+            let end = host + size;
+            gaps = gaps
+                .into_iter()
+                .flat_map(|(s, e)| {
+                    // Modules start 2 MiB aligned.
+                    [
+                        (s, e.min(host)),
+                        (s.max(end).next_multiple_of(MODULE_ALIGN), e),
+                    ]
+                })
+                .filter(|(s, e)| s < e)
+                .collect();
+        }
+        let shm_total: u64 = shm.iter().map(|r| r.2).sum();
         let mut placed = Vec::new();
         let mut taken = 0u64;
         for (file, kind) in self.module_files() {
@@ -395,8 +518,8 @@ impl Scenario {
             .iter()
             .map(|d| u64::from(d.memory_mb) << 20)
             .sum();
-        let left =
-            (ram_end - RAM_BASE).saturating_sub((MODULES_BASE - RAM_BASE) + DTB_ROOM + taken);
+        let left = (ram_end - RAM_BASE)
+            .saturating_sub((MODULES_BASE - RAM_BASE) + DTB_ROOM + taken + shm_total);
         if left < domains {
             return Err(format!(
                 "the modules take {} MiB: the {} MiB of RAM left cannot hold the domains' {} MiB",
@@ -422,7 +545,8 @@ impl Scenario {
         if !hv.is_empty() {
             let _ = writeln!(s, "\t\txen,xen-bootargs = {};", dts_string(&hv));
         }
-        for d in &self.domains {
+        let channels = self.channels();
+        for (i, d) in self.domains.iter().enumerate() {
             if !s.ends_with("{\n") {
                 s.push('\n');
             }
@@ -436,6 +560,13 @@ impl Scenario {
                 s.push_str("\t\t\tvpl011;\n");
             }
             let _ = writeln!(s, "\t\t\thv,on-crash = \"{}\";", d.on_crash.as_str());
+            if let Some(x) = d.xen {
+                let _ = writeln!(s, "\t\t\txen,enhanced = \"{}\";", x.as_str());
+            }
+            if !d.peers.is_empty() {
+                let list: Vec<String> = d.peers.iter().map(|p| dts_string(p)).collect();
+                let _ = writeln!(s, "\t\t\thv,xen-peers = {};", list.join(", "));
+            }
             for (file, kind) in d.modules() {
                 let p = placed
                     .iter()
@@ -467,11 +598,52 @@ impl Scenario {
                 let _ = writeln!(s, "\t\t\t\thard-affinity = <{cpu}>;");
                 s.push_str("\t\t\t};\n");
             }
+            for c in channels.iter() {
+                let (me, peer) = match (c.a, c.b) {
+                    (a, b) if a.0 == i => (a, b),
+                    (a, b) if b.0 == i => (b, a),
+                    _ => continue,
+                };
+                let _ = writeln!(s, "\n\t\t\t{}: evtchn-{} {{", evtchn_label(me), me.1);
+                s.push_str("\t\t\t\tcompatible = \"xen,evtchn-v1\";\n");
+                let _ = writeln!(
+                    s,
+                    "\t\t\t\txen,evtchn = <{} &{}>;",
+                    me.1,
+                    evtchn_label(peer)
+                );
+                s.push_str("\t\t\t};\n");
+            }
+            for m in &d.shared_mem {
+                let _ = writeln!(s, "\n\t\t\tshm-{} {{", m.id);
+                s.push_str("\t\t\t\tcompatible = \"xen,domain-shared-memory-v1\";\n");
+                let _ = writeln!(s, "\t\t\t\txen,shm-id = {};", dts_string(&m.id));
+                let cells = |x: u64| format!("{:#x} {:#x}", x >> 32, x & 0xffff_ffff);
+                let _ = writeln!(
+                    s,
+                    "\t\t\t\txen,shared-mem = <{} {} {}>;",
+                    cells(m.host),
+                    cells(m.guest),
+                    cells(m.size)
+                );
+                match m.owner {
+                    Some(true) => s.push_str("\t\t\t\trole = \"owner\";\n"),
+                    Some(false) => s.push_str("\t\t\t\trole = \"borrower\";\n"),
+                    None => {}
+                }
+                s.push_str("\t\t\t};\n");
+            }
             s.push_str("\t\t};\n");
         }
         s.push_str("\t};\n};\n");
         s
     }
+}
+
+/// The DTS label of a static event channel's end (domain index, port):
+/// dtc gives the labelled node a phandle for `&label` to name.
+fn evtchn_label((domain, port): (usize, u32)) -> String {
+    format!("hv_evtchn_{domain}_{port}")
 }
 
 /// A DTS string literal: quotes and backslashes escaped, control and
@@ -531,6 +703,28 @@ struct RawDomain {
     on_crash: Option<String>,
     pin: Option<Vec<i64>>,
     passthrough: Option<Vec<String>>,
+    xen: Option<String>,
+    peers: Option<Vec<String>>,
+    static_evtchn: Option<Vec<RawEvtchn>>,
+    shared_mem: Option<Vec<RawShm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvtchn {
+    port: i64,
+    peer: String,
+    peer_port: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShm {
+    id: String,
+    host: RawSize,
+    guest: RawSize,
+    size: RawSize,
+    owner: Option<bool>,
 }
 
 /// A size as written: an integer or a string, read by [`RawSize::bytes`].
@@ -796,6 +990,75 @@ fn validate(raw: RawScenario, dir: &Path) -> Result<Scenario, Vec<String>> {
         if bootargs.contains('\0') {
             derr("bootargs: contains a NUL character".into());
         }
+        let xen = match d.xen.as_deref() {
+            None => None,
+            Some("enabled") => Some(XenMode::Enabled),
+            Some("no-xenstore") => Some(XenMode::NoXenstore),
+            Some("disabled") => Some(XenMode::Disabled),
+            Some(other) => {
+                derr(format!(
+                    "xen {other:?}: must be \"enabled\", \"no-xenstore\" or \"disabled\""
+                ));
+                None
+            }
+        };
+        let peers = d.peers.clone().unwrap_or_default();
+        if peers.len() > MAX_PEERS {
+            derr(format!("peers: {} names, at most {MAX_PEERS}", peers.len()));
+        }
+        for (k, p) in peers.iter().enumerate() {
+            if *p == d.name {
+                derr("peers: names the domain itself".into());
+            } else if peers[..k].contains(p) {
+                derr(format!("peers: {p:?} twice"));
+            }
+        }
+        let mut static_evtchn = Vec::new();
+        for e in d.static_evtchn.iter().flatten() {
+            let ports = 1..=MAX_STATIC_PORT;
+            let mut ok = true;
+            if !ports.contains(&e.port) {
+                derr(format!(
+                    "static_evtchn port {} (to '{}'): must be 1..={MAX_STATIC_PORT}",
+                    e.port, e.peer
+                ));
+                ok = false;
+            }
+            if !ports.contains(&e.peer_port) {
+                derr(format!(
+                    "static_evtchn port {} (to '{}'): peer_port {} must be 1..={MAX_STATIC_PORT}",
+                    e.port, e.peer, e.peer_port
+                ));
+                ok = false;
+            }
+            if e.peer == d.name {
+                derr(format!(
+                    "static_evtchn port {}: the peer is the domain itself",
+                    e.port
+                ));
+                ok = false;
+            }
+            if ok {
+                static_evtchn.push(EvtchnCfg {
+                    port: e.port as u32,
+                    peer: e.peer.clone(),
+                    peer_port: e.peer_port as u32,
+                });
+            }
+        }
+        let raw_shm = d.shared_mem.as_deref().unwrap_or_default();
+        if raw_shm.len() > MAX_SHARED_MEMS {
+            derr(format!(
+                "shared_mem: {} regions, at most {MAX_SHARED_MEMS}",
+                raw_shm.len()
+            ));
+        }
+        let mut shared_mem: Vec<ShmCfg> = Vec::new();
+        for r in raw_shm {
+            if let Some(shm) = shm_cfg(r, machine_mb, &shared_mem, &mut derr) {
+                shared_mem.push(shm);
+            }
+        }
         domains.push(DomainCfg {
             name: d.name.clone(),
             kernel,
@@ -811,15 +1074,29 @@ fn validate(raw: RawScenario, dir: &Path) -> Result<Scenario, Vec<String>> {
                 .as_ref()
                 .map(|p| p.iter().map(|&c| u32::try_from(c).unwrap_or(0)).collect()),
             passthrough,
+            xen,
+            peers,
+            static_evtchn,
+            shared_mem,
         });
     }
+    cross_domain(&domains, &first_use, &mut errors);
 
     // The memory budget (only when every size is known).
+    let shm_mb: u64 = shm_regions(&domains)
+        .iter()
+        .map(|r| r.2.div_ceil(1 << 20))
+        .sum();
     if let (Some(total), Some(machine)) = (memory_sum, machine_mb)
-        && total + u64::from(RESERVED_MB) > u64::from(machine)
+        && total + shm_mb + u64::from(RESERVED_MB) > u64::from(machine)
     {
+        let shm = if shm_mb > 0 {
+            format!(" and shared memory ({shm_mb} MiB)")
+        } else {
+            String::new()
+        };
         errors.push(format!(
-            "the domains' memory ({total} MiB) plus {RESERVED_MB} MiB for the hypervisor, \
+            "the domains' memory ({total} MiB){shm} plus {RESERVED_MB} MiB for the hypervisor, \
              its modules and QEMU's device tree exceeds the machine's {machine} MiB"
         ));
     }
@@ -862,6 +1139,241 @@ fn validate(raw: RawScenario, dir: &Path) -> Result<Scenario, Vec<String>> {
         domains,
         dir: dir.to_path_buf(),
     })
+}
+
+/// A shared-memory id: 1..=15 characters of A-Z a-z 0-9 _ - (it names a
+/// node too).
+fn valid_shm_id(id: &str) -> bool {
+    (1..=SHM_ID_MAX).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks one `shared_mem` entry alone and against the domain's earlier
+/// ones (`earlier`); the host range against the machine's RAM when its
+/// size is known. `None` when something is wrong (reported).
+fn shm_cfg(
+    r: &RawShm,
+    machine_mb: Option<u32>,
+    earlier: &[ShmCfg],
+    err: &mut impl FnMut(String),
+) -> Option<ShmCfg> {
+    let label = format!("shared_mem {:?}", r.id);
+    let mut ok = true;
+    if !valid_shm_id(&r.id) {
+        err(format!(
+            "{label}: the id must be 1..={SHM_ID_MAX} characters of A-Z, a-z, 0-9, _ and -"
+        ));
+        ok = false;
+    }
+    let mut num = |what: &str, v: &RawSize| {
+        let n = v.bytes();
+        if n.is_none() {
+            err(format!(
+                "{label}: {what} {:?}: not a number (bytes, or with a K, M or G suffix)",
+                v.to_string()
+            ));
+        }
+        n
+    };
+    let (host, guest, size) = (
+        num("host", &r.host),
+        num("guest", &r.guest),
+        num("size", &r.size),
+    );
+    let (Some(host), Some(guest), Some(size)) = (host, guest, size) else {
+        return None;
+    };
+    if size == 0 {
+        err(format!("{label}: size 0: must not be empty"));
+        return None;
+    }
+    if [host, guest, size].iter().any(|x| x % SHM_ALIGN != 0) {
+        err(format!(
+            "{label}: host {host:#x}, guest {guest:#x} and size {size:#x} must be 4 KiB aligned"
+        ));
+        return None;
+    }
+    let (Some(host_end), Some(guest_end)) = (host.checked_add(size), guest.checked_add(size))
+    else {
+        err(format!("{label}: a range runs past the address space"));
+        return None;
+    };
+    if let Some(mb) = machine_mb {
+        let ram_end = RAM_BASE + (u64::from(mb) << 20);
+        let dtb = dtb_address(mb);
+        if host < MODULES_BASE || host_end > ram_end {
+            err(format!(
+                "{label}: host range {host:#x}-{host_end:#x} must lie in the machine's RAM \
+                 above the hypervisor's image ({MODULES_BASE:#x}-{ram_end:#x})"
+            ));
+            ok = false;
+        } else if host < dtb + DTB_ROOM && dtb < host_end {
+            err(format!(
+                "{label}: host range {host:#x}-{host_end:#x} overlaps the {} MiB kept for \
+                 QEMU's device tree at {dtb:#x}",
+                DTB_ROOM >> 20
+            ));
+            ok = false;
+        }
+    }
+    for e in earlier {
+        if e.id == r.id {
+            err(format!("{label}: the id is used twice in this domain"));
+            ok = false;
+        } else if guest < e.guest + e.size && e.guest < guest_end {
+            err(format!(
+                "{label}: guest range overlaps shared_mem {:?} of this domain",
+                e.id
+            ));
+            ok = false;
+        }
+    }
+    ok.then(|| ShmCfg {
+        id: r.id.clone(),
+        host,
+        guest,
+        size,
+        owner: r.owner,
+    })
+}
+
+/// The distinct shared regions (id, host, size), in order of first use.
+fn shm_regions(domains: &[DomainCfg]) -> Vec<(&str, u64, u64)> {
+    let mut out: Vec<(&str, u64, u64)> = Vec::new();
+    for m in domains.iter().flat_map(|d| &d.shared_mem) {
+        if !out.iter().any(|r| r.0 == m.id) {
+            out.push((&m.id, m.host, m.size));
+        }
+    }
+    out
+}
+
+/// The static event channels of `domains` (whose names map to their
+/// index in `index`), each once: a channel written in both domains (the
+/// mirror entries) is one. Entries naming no domain are left out.
+fn channels_of(domains: &[DomainCfg], index: &HashMap<&str, usize>) -> Vec<Channel> {
+    let mut out: Vec<Channel> = Vec::new();
+    for (i, d) in domains.iter().enumerate() {
+        for e in &d.static_evtchn {
+            let Some(&j) = index.get(e.peer.as_str()) else {
+                continue;
+            };
+            let (a, b) = ((i, e.port), (j, e.peer_port));
+            if !out
+                .iter()
+                .any(|c| (c.a, c.b) == (a, b) || (c.a, c.b) == (b, a))
+            {
+                out.push(Channel { a, b });
+            }
+        }
+    }
+    out
+}
+
+/// The checks across domains: peers and channel peers exist, a port is one
+/// channel's in its domain, channels need Xen interfaces on both ends, at
+/// most 16 channels per domain; one shared id is one region, regions of
+/// different ids apart, one owner per id.
+fn cross_domain(domains: &[DomainCfg], index: &HashMap<&str, usize>, errors: &mut Vec<String>) {
+    for d in domains {
+        for p in &d.peers {
+            if *p != d.name && !index.contains_key(p.as_str()) {
+                errors.push(format!(
+                    "domain '{}': peers: {p:?} is not a domain of this scenario",
+                    d.name
+                ));
+            }
+        }
+        for e in &d.static_evtchn {
+            if !index.contains_key(e.peer.as_str()) {
+                errors.push(format!(
+                    "domain '{}': static_evtchn port {}: peer {:?} is not a domain of this scenario",
+                    d.name, e.port, e.peer
+                ));
+            }
+        }
+    }
+    let channels = channels_of(domains, index);
+    let name = |i: usize| domains.get(i).map_or("?", |d| d.name.as_str());
+    for (i, d) in domains.iter().enumerate() {
+        // Every channel with an end here, as (local port, peer, peer port).
+        let ends: Vec<(u32, usize, u32)> = channels
+            .iter()
+            .filter_map(|c| {
+                if c.a.0 == i {
+                    Some((c.a.1, c.b.0, c.b.1))
+                } else if c.b.0 == i {
+                    Some((c.b.1, c.a.0, c.a.1))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (k, &(port, j, pp)) in ends.iter().enumerate() {
+            if let Some(&(_, j2, pp2)) = ends[..k].iter().find(|e| e.0 == port) {
+                errors.push(format!(
+                    "domain '{}': static_evtchn port {port} is used by two channels (to '{}' \
+                     port {pp2} and to '{}' port {pp}), written here or in the peer",
+                    d.name,
+                    name(j2),
+                    name(j)
+                ));
+            }
+        }
+        if ends.len() > MAX_STATIC_EVTCHNS {
+            errors.push(format!(
+                "domain '{}': static_evtchn: {} channels, written here or in the peers, at most \
+                 {MAX_STATIC_EVTCHNS}",
+                d.name,
+                ends.len()
+            ));
+        }
+        if !ends.is_empty() && !d.xen.is_some_and(XenMode::interfaces) {
+            errors.push(format!(
+                "domain '{}': static_evtchn: needs xen = \"no-xenstore\" or \"enabled\" \
+                 (event channels are Xen interfaces; its channel with '{}' is written here \
+                 or there)",
+                d.name,
+                name(ends[0].1)
+            ));
+        }
+    }
+    // Shared regions, each against the first domain that named each id.
+    let mut seen: Vec<(&str, &ShmCfg)> = Vec::new();
+    for d in domains {
+        for m in &d.shared_mem {
+            let label = format!("domain '{}': shared_mem {:?}", d.name, m.id);
+            for (e, n) in &seen {
+                if n.id == m.id {
+                    if (n.host, n.size) != (m.host, m.size) {
+                        errors.push(format!(
+                            "{label}: host {:#x} and size {:#x} differ from domain '{e}''s \
+                             ({:#x}, {:#x}): one id is one region",
+                            m.host, m.size, n.host, n.size
+                        ));
+                    } else if m.owner == Some(true) && n.owner == Some(true) {
+                        errors.push(format!("{label}: a second owner (domain '{e}' owns it)"));
+                    }
+                } else if m.host < n.host + n.size && n.host < m.host + m.size {
+                    errors.push(format!(
+                        "{label}: host range overlaps shared_mem {:?} of domain '{e}'",
+                        n.id
+                    ));
+                }
+            }
+            let owns = m.owner == Some(true);
+            if let Some(first) = seen.iter_mut().find(|(_, n)| n.id == m.id) {
+                // Remember the owner, so a third domain meets it.
+                if owns && first.1.owner != Some(true) {
+                    *first = (&d.name, m);
+                }
+            } else {
+                seen.push((&d.name, m));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -953,6 +1465,10 @@ mod tests {
                 on_crash: OnCrash::Restart,
                 pin: Some(vec![3, 0, 3]),
                 passthrough: vec![],
+                xen: None,
+                peers: vec![],
+                static_evtchn: vec![],
+                shared_mem: vec![],
             }]
         );
         assert_eq!(s.dir, d);
@@ -1613,6 +2129,545 @@ bootargs = "hv.console_timestamps=1 x=\"q\\"
                     .unwrap();
                 let back = String::from_utf8_lossy(&back.stdout);
                 assert!(back.contains(r#"x=\"q\\ sched_slice_ms=10""#), "{back}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two Xen-aware domains (and a third) with a channel written once,
+    /// one written on both sides, a shared region and peers.
+    fn xen_text() -> String {
+        format!(
+            "{MACHINE}{}{}{}",
+            domain(
+                "linux1",
+                "xen = \"no-xenstore\"\npeers = [\"linux3\"]\n\
+                 static_evtchn = [{ port = 10, peer = \"linux2\", peer_port = 11 },\n\
+                 { port = 12, peer = \"linux2\", peer_port = 13 }]\n\
+                 shared_mem = [{ id = \"ring\", host = 0x7000_0000, guest = 0x1_0000_0000, \
+                 size = \"64K\", owner = true }]"
+            ),
+            domain(
+                "linux2",
+                "xen = \"enabled\"\n\
+                 static_evtchn = [{ port = 13, peer = \"linux1\", peer_port = 12 }]\n\
+                 shared_mem = [{ id = \"ring\", host = 0x7000_0000, guest = 0x2300_0000, \
+                 size = 65536, owner = false }, { id = \"log\", host = \"1800M\", \
+                 guest = 0x2400_0000, size = \"4K\" }]"
+            ),
+            domain("linux3", "xen = \"disabled\"")
+        )
+    }
+
+    #[test]
+    fn xen_fields_read_back() {
+        let s = parse(&xen_text()).unwrap();
+        let [a, b, c] = [0, 1, 2].map(|i| &s.domains[i]);
+        assert_eq!(
+            (a.xen, b.xen, c.xen),
+            (
+                Some(XenMode::NoXenstore),
+                Some(XenMode::Enabled),
+                Some(XenMode::Disabled)
+            )
+        );
+        assert_eq!(a.peers, ["linux3"]);
+        assert_eq!(
+            a.static_evtchn,
+            [
+                EvtchnCfg {
+                    port: 10,
+                    peer: "linux2".into(),
+                    peer_port: 11
+                },
+                EvtchnCfg {
+                    port: 12,
+                    peer: "linux2".into(),
+                    peer_port: 13
+                }
+            ]
+        );
+        assert_eq!(
+            b.shared_mem,
+            [
+                ShmCfg {
+                    id: "ring".into(),
+                    host: 0x7000_0000,
+                    guest: 0x2300_0000,
+                    size: 0x1_0000,
+                    owner: Some(false)
+                },
+                ShmCfg {
+                    id: "log".into(),
+                    host: 1800 << 20,
+                    guest: 0x2400_0000,
+                    size: 0x1000,
+                    owner: None
+                }
+            ]
+        );
+        // The mirror entry is the same channel: two channels in all.
+        assert_eq!(
+            s.channels(),
+            [
+                Channel {
+                    a: (0, 10),
+                    b: (1, 11)
+                },
+                Channel {
+                    a: (0, 12),
+                    b: (1, 13)
+                }
+            ]
+        );
+        assert_eq!(
+            s.shm_regions(),
+            [("ring", 0x7000_0000, 0x1_0000), ("log", 1800 << 20, 0x1000)]
+        );
+        // Without any of it: no Xen interfaces, no channels, no regions.
+        let s = parse(&format!("{MACHINE}{}", domain("x", ""))).unwrap();
+        let d = &s.domains[0];
+        assert!(d.xen.is_none() && d.peers.is_empty());
+        assert!(d.static_evtchn.is_empty() && d.shared_mem.is_empty());
+        assert!(s.channels().is_empty() && s.shm_regions().is_empty());
+    }
+
+    #[test]
+    fn xen_validation_errors() {
+        let x = |name: &str, extra: &str| domain(name, &format!("xen = \"no-xenstore\"\n{extra}"));
+        let two = |a: &str, b: &str| format!("{MACHINE}{}{}", x("a", a), x("b", b));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("{MACHINE}{}", domain("a", "xen = \"on\"")),
+                "domain 'a': xen \"on\": must be \"enabled\", \"no-xenstore\" or \"disabled\"",
+            ),
+            (
+                two("peers = [\"c\"]", ""),
+                "domain 'a': peers: \"c\" is not a domain of this scenario",
+            ),
+            (
+                two("peers = [\"b\", \"b\"]", ""),
+                "domain 'a': peers: \"b\" twice",
+            ),
+            (
+                two("peers = [\"a\"]", ""),
+                "domain 'a': peers: names the domain itself",
+            ),
+            (
+                two(
+                    "static_evtchn = [{ port = 0, peer = \"b\", peer_port = 1 }]",
+                    "",
+                ),
+                "domain 'a': static_evtchn port 0 (to 'b'): must be 1..=4095",
+            ),
+            (
+                two(
+                    "static_evtchn = [{ port = 1, peer = \"b\", peer_port = 4096 }]",
+                    "",
+                ),
+                "domain 'a': static_evtchn port 1 (to 'b'): peer_port 4096 must be 1..=4095",
+            ),
+            (
+                two(
+                    "static_evtchn = [{ port = 1, peer = \"a\", peer_port = 2 }]",
+                    "",
+                ),
+                "domain 'a': static_evtchn port 1: the peer is the domain itself",
+            ),
+            (
+                two(
+                    "static_evtchn = [{ port = 1, peer = \"c\", peer_port = 2 }]",
+                    "",
+                ),
+                "domain 'a': static_evtchn port 1: peer \"c\" is not a domain of this scenario",
+            ),
+            // Port 5 of b in two channels: one written in a, one in b.
+            (
+                two(
+                    "static_evtchn = [{ port = 1, peer = \"b\", peer_port = 5 }]",
+                    "static_evtchn = [{ port = 5, peer = \"a\", peer_port = 2 }]",
+                ),
+                "domain 'b': static_evtchn port 5 is used by two channels (to 'a' port 1 and \
+                 to 'a' port 2), written here or in the peer",
+            ),
+            (
+                two(
+                    "static_evtchn = [{ port = 1, peer = \"b\", peer_port = 5 }, \
+                     { port = 1, peer = \"b\", peer_port = 6 }]",
+                    "",
+                ),
+                "domain 'a': static_evtchn port 1 is used by two channels (to 'b' port 5 and \
+                 to 'b' port 6)",
+            ),
+            (
+                format!(
+                    "{MACHINE}{}{}",
+                    x(
+                        "a",
+                        "static_evtchn = [{ port = 1, peer = \"b\", peer_port = 1 }]"
+                    ),
+                    domain("b", "")
+                ),
+                "domain 'b': static_evtchn: needs xen = \"no-xenstore\" or \"enabled\" (event \
+                 channels are Xen interfaces; its channel with 'a' is written here or there)",
+            ),
+            (
+                format!(
+                    "{MACHINE}{}{}",
+                    domain(
+                        "a",
+                        "xen = \"disabled\"\n\
+                             static_evtchn = [{ port = 1, peer = \"b\", peer_port = 1 }]"
+                    ),
+                    x("b", "")
+                ),
+                "domain 'a': static_evtchn: needs xen",
+            ),
+            (
+                two(
+                    &format!(
+                        "static_evtchn = [{}]",
+                        (1..=17)
+                            .map(|p| format!("{{ port = {p}, peer = \"b\", peer_port = {p} }}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "",
+                ),
+                "static_evtchn: 17 channels, written here or in the peers, at most 16",
+            ),
+        ];
+        for (text, want) in &cases {
+            let e = errors(text);
+            assert!(
+                e.iter().any(|m| m.contains(want)),
+                "want an error containing {want:?}, got {e:#?}\n{text}"
+            );
+            // Each problem is reported once per domain it concerns.
+            assert!(e.len() <= 2, "{e:#?}");
+        }
+        // 17 names are too many (and here name no domain besides).
+        let names: Vec<String> = (0..17).map(|i| format!("\"p{i}\"")).collect();
+        let e = errors(&two(&format!("peers = [{}]", names.join(", ")), ""));
+        assert_eq!(e[0], "domain 'a': peers: 17 names, at most 16");
+        assert_eq!(e.len(), 18, "{e:#?}");
+    }
+
+    #[test]
+    fn shared_memory_validation_errors() {
+        let shm = |name: &str, list: &str| domain(name, &format!("shared_mem = [{list}]"));
+        let one = |list: &str| format!("{MACHINE}{}", shm("a", list));
+        let r = |id: &str, host: &str, guest: &str, size: &str| {
+            format!("{{ id = \"{id}\", host = {host}, guest = {guest}, size = {size} }}")
+        };
+        let ok = |id: &str| r(id, "0x7000_0000", "0x2300_0000", "0x1000");
+        let cases: Vec<(String, &str)> = vec![
+            (
+                one(&r("", "0x7000_0000", "0", "4096")),
+                "domain 'a': shared_mem \"\": the id must be 1..=15 characters",
+            ),
+            (
+                one(&r("a.b", "0x7000_0000", "0", "4096")),
+                "shared_mem \"a.b\": the id must be",
+            ),
+            (
+                one(&r("0123456789abcdef", "0x7000_0000", "0", "4096")),
+                "the id must be 1..=15",
+            ),
+            (
+                one(&r("s", "\"far\"", "0", "4096")),
+                "domain 'a': shared_mem \"s\": host \"far\": not a number",
+            ),
+            (
+                one(&r("s", "0x7000_0000", "0", "0")),
+                "shared_mem \"s\": size 0",
+            ),
+            (
+                one(&r("s", "0x7000_0800", "0", "4096")),
+                "shared_mem \"s\": host 0x70000800, guest 0x0 and size 0x1000 must be 4 KiB aligned",
+            ),
+            (
+                one(&r("s", "0x7000_0000", "0x10", "4096")),
+                "must be 4 KiB aligned",
+            ),
+            (
+                one(&r("s", "0x7000_0000", "0", "100")),
+                "must be 4 KiB aligned",
+            ),
+            (
+                one(&r("s", "0x7000_0000", "\"18446744073709547520\"", "0x2000")),
+                "shared_mem \"s\": a range runs past the address space",
+            ),
+            (
+                one(&r("s", "0x4000_0000", "0", "4096")),
+                "shared_mem \"s\": host range 0x40000000-0x40001000 must lie in the machine's RAM \
+                 above the hypervisor's image (0x41000000-0xc0000000)",
+            ),
+            (
+                one(&r("s", "0xbfff_f000", "0", "0x2000")),
+                "host range 0xbffff000-0xc0001000 must lie in the machine's RAM",
+            ),
+            (
+                one(&r("s", "0x4810_0000", "0", "0x1000")),
+                "shared_mem \"s\": host range 0x48100000-0x48101000 overlaps the 2 MiB kept for \
+                 QEMU's device tree at 0x48000000",
+            ),
+            (
+                one(&format!(
+                    "{}, {}",
+                    ok("s"),
+                    r("s", "0x7100_0000", "0", "4096")
+                )),
+                "shared_mem \"s\": the id is used twice in this domain",
+            ),
+            (
+                one(&format!(
+                    "{}, {}",
+                    ok("s"),
+                    r("t", "0x7100_0000", "0x2300_0000", "4096")
+                )),
+                "shared_mem \"t\": guest range overlaps shared_mem \"s\" of this domain",
+            ),
+            (
+                one(&(0..9)
+                    .map(|i| {
+                        r(
+                            &format!("s{i}"),
+                            &format!("{}", 0x7000_0000u64 + (i << 12)),
+                            &format!("{}", i << 12),
+                            "4096",
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                "domain 'a': shared_mem: 9 regions, at most 8",
+            ),
+            // Across domains.
+            (
+                format!(
+                    "{MACHINE}{}{}",
+                    shm("a", &ok("s")),
+                    shm("b", &r("s", "0x7000_0000", "0", "0x2000"))
+                ),
+                "domain 'b': shared_mem \"s\": host 0x70000000 and size 0x2000 differ from domain \
+                 'a''s (0x70000000, 0x1000): one id is one region",
+            ),
+            (
+                format!(
+                    "{MACHINE}{}{}",
+                    shm("a", &ok("s")),
+                    shm("b", &r("t", "0x7000_0000", "0", "0x1000"))
+                ),
+                "domain 'b': shared_mem \"t\": host range overlaps shared_mem \"s\" of domain 'a'",
+            ),
+            (
+                format!(
+                    "{MACHINE}{}{}{}",
+                    shm("a", &ok("s")),
+                    shm("b", &ok("s").replace(" }", ", owner = true }")),
+                    shm("c", &ok("s").replace(" }", ", owner = true }"))
+                ),
+                "domain 'c': shared_mem \"s\": a second owner (domain 'b' owns it)",
+            ),
+            (
+                format!(
+                    "[machine]\ncpus = 4\nmemory = \"1G\"\n{}{}",
+                    domain("a", "memory = \"400M\"").replace("memory = \"256M\"\n", ""),
+                    shm("b", &r("s", "0x6000_0000", "0", "\"256M\""))
+                ),
+                "the domains' memory (656 MiB) and shared memory (256 MiB) plus 128 MiB for the \
+                 hypervisor",
+            ),
+        ];
+        for (text, want) in &cases {
+            let e = errors(text);
+            assert!(
+                e.len() == 1 && e[0].contains(want),
+                "want one error containing {want:?}, got {e:#?}\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn modules_go_around_shared_memory() {
+        // Regions where the modules would go: 1 MiB at the first module's
+        // address and 64 MiB up to QEMU's device tree (0x4800_0000).
+        let text = format!(
+            "{MACHINE}{}",
+            domain(
+                "a",
+                "shared_mem = [{ id = \"s\", host = 0x4100_0000, guest = 0x2300_0000, size = \"1M\" },\n\
+                 { id = \"t\", host = 0x4400_0000, guest = 0x2400_0000, size = \"64M\" }]"
+            )
+        );
+        let s = parse(&text).unwrap();
+        // The 30 MiB kernel starts on the next 2 MiB boundary after "s";
+        // the 20 MiB ramdisk does not fit the 16 MiB left below "t" and
+        // goes above QEMU's device tree.
+        let p = s.place_modules(&sizes(30 * MIB, 20 * MIB)).unwrap();
+        let addrs: Vec<u64> = p.iter().map(|p| p.addr).collect();
+        assert_eq!(addrs, [0x4120_0000, 0x4820_0000]);
+        // The RAM left for the domains counts the shared memory out: a
+        // 2 GiB machine less 16 + 2 MiB, 100 + 20 of modules and 65 of
+        // regions leaves 1845 MiB, short of 1854 (which the budget at
+        // validation, 1854 + 65 + 128 MiB, lets through).
+        let big = text.replace("memory = \"256M\"", "memory = \"1854M\"");
+        let s = parse(&big).unwrap();
+        let e = s.place_modules(&sizes(100 * MIB, 20 * MIB)).unwrap_err();
+        assert_eq!(
+            e,
+            "the modules take 120 MiB: the 1845 MiB of RAM left cannot hold the domains' 1854 MiB"
+        );
+        // The budget at validation counts it too.
+        let tight = format!(
+            "[machine]\ncpus = 4\nmemory = \"512M\"\n{}",
+            domain(
+                "a",
+                "memory = \"300M\"\nshared_mem = [{ id = \"s\", host = 0x5000_0000, guest = 0, size = \"150M\" }]"
+            )
+            .replace("memory = \"256M\"\n", "")
+        );
+        let e = errors(&tight);
+        assert_eq!(
+            e,
+            [
+                "the domains' memory (300 MiB) and shared memory (150 MiB) plus 128 MiB for the \
+              hypervisor, its modules and QEMU's device tree exceeds the machine's 512 MiB"
+            ]
+        );
+    }
+
+    /// The Xen nodes: labels and references for channels (each end once,
+    /// a mirror entry not repeated), shared memory, xen,enhanced, peers;
+    /// dtc turns the labels into phandles.
+    #[test]
+    fn dts_for_xen_domains() {
+        let dir = temp_dir();
+        let s = parse(&xen_text()).unwrap();
+        let p = s.place_modules(&sizes(0x1a2_b3c4, 0x12_3456)).unwrap();
+        let dts = s.chosen_dts(&p);
+        let linux1 = r#"		linux1 {
+			compatible = "xen,domain";
+			#address-cells = <2>;
+			#size-cells = <2>;
+			memory = <0 262144>;
+			cpus = <2>;
+			vpl011;
+			hv,on-crash = "destroy";
+			xen,enhanced = "no-xenstore";
+			hv,xen-peers = "linux3";
+
+			module@41000000 {
+				compatible = "multiboot,kernel", "multiboot,module";
+				reg = <0x0 0x41000000 0x0 0x1a2b3c4>;
+			};
+
+			module@42c00000 {
+				compatible = "multiboot,ramdisk", "multiboot,module";
+				reg = <0x0 0x42c00000 0x0 0x123456>;
+			};
+
+			hv_evtchn_0_10: evtchn-10 {
+				compatible = "xen,evtchn-v1";
+				xen,evtchn = <10 &hv_evtchn_1_11>;
+			};
+
+			hv_evtchn_0_12: evtchn-12 {
+				compatible = "xen,evtchn-v1";
+				xen,evtchn = <12 &hv_evtchn_1_13>;
+			};
+
+			shm-ring {
+				compatible = "xen,domain-shared-memory-v1";
+				xen,shm-id = "ring";
+				xen,shared-mem = <0x0 0x70000000 0x1 0x0 0x0 0x10000>;
+				role = "owner";
+			};
+		};
+"#;
+        assert!(dts.contains(linux1), "{dts}");
+        let linux2_tail = r#"			hv_evtchn_1_11: evtchn-11 {
+				compatible = "xen,evtchn-v1";
+				xen,evtchn = <11 &hv_evtchn_0_10>;
+			};
+
+			hv_evtchn_1_13: evtchn-13 {
+				compatible = "xen,evtchn-v1";
+				xen,evtchn = <13 &hv_evtchn_0_12>;
+			};
+
+			shm-ring {
+				compatible = "xen,domain-shared-memory-v1";
+				xen,shm-id = "ring";
+				xen,shared-mem = <0x0 0x70000000 0x0 0x23000000 0x0 0x10000>;
+				role = "borrower";
+			};
+
+			shm-log {
+				compatible = "xen,domain-shared-memory-v1";
+				xen,shm-id = "log";
+				xen,shared-mem = <0x0 0x70800000 0x0 0x24000000 0x0 0x1000>;
+			};
+		};
+"#;
+        assert!(dts.contains(linux2_tail), "{dts}");
+        assert!(dts.contains("\t\t\txen,enhanced = \"enabled\";\n"));
+        assert!(dts.contains("\t\t\txen,enhanced = \"disabled\";\n"));
+        assert_eq!(dts.matches(": evtchn-").count(), 4);
+
+        if crate::host::have("dtc") {
+            let head = "/dts-v1/;\n/ {\n\t#address-cells = <2>;\n\t#size-cells = <2>;\n\
+                        \tintc: intc { phandle = <1>; };\n\
+                        \tchosen {\n\t\tbootargs = \"x\";\n\t};\n};\n";
+            let src = dir.join("xen.dts");
+            std::fs::write(&src, format!("{head}{dts}")).unwrap();
+            let out = std::process::Command::new("dtc")
+                .args(["-I", "dts", "-O", "dtb", "-o"])
+                .arg(dir.join("xen.dtb"))
+                .arg(&src)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "dtc refused: {stderr}\n{dts}");
+            assert!(stderr.trim().is_empty(), "dtc warned: {stderr}");
+            let back = std::process::Command::new("dtc")
+                .args(["-I", "dtb", "-O", "dts"])
+                .arg(dir.join("xen.dtb"))
+                .output()
+                .unwrap();
+            let back = String::from_utf8_lossy(&back.stdout);
+            // Each end got a phandle (none taken twice, 1 is QEMU's
+            // interrupt controller's here) and names its peer's.
+            let mut ph = std::collections::HashMap::new();
+            let mut refs = Vec::new();
+            let mut node = String::new();
+            for line in back.lines().map(str::trim) {
+                if line.ends_with('{') {
+                    node = line.trim_end_matches(" {").to_string();
+                } else if let Some(v) = line.strip_prefix("phandle = <") {
+                    let v =
+                        u32::from_str_radix(v.trim_end_matches(">;").trim_start_matches("0x"), 16)
+                            .unwrap();
+                    assert!(ph.insert(v, node.clone()).is_none(), "{back}");
+                } else if let Some(v) = line.strip_prefix("xen,evtchn = <") {
+                    let cells: Vec<u32> = v
+                        .trim_end_matches(">;")
+                        .split(' ')
+                        .map(|c| u32::from_str_radix(c.trim_start_matches("0x"), 16).unwrap())
+                        .collect();
+                    refs.push((node.clone(), cells[0], cells[1]));
+                }
+            }
+            assert_eq!(refs.len(), 4, "{back}");
+            assert_eq!(ph.get(&1).map(String::as_str), Some("intc"));
+            let port_of = |n: &str| refs.iter().find(|r| r.0 == n).unwrap().1;
+            for (n, port, target) in &refs {
+                let peer = &ph[target];
+                assert_ne!(peer, n);
+                // The peer points back.
+                let back_ref = refs.iter().find(|r| r.0 == *peer).unwrap();
+                assert_eq!(ph[&back_ref.2], *n, "{back}");
+                assert_eq!(*port, port_of(n));
             }
         }
         let _ = std::fs::remove_dir_all(&dir);

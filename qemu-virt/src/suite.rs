@@ -207,6 +207,10 @@ pub fn run_all() -> bool {
         "fuzz the guest-facing vGIC and vPL011 models (30 s)".into(),
         &mut fuzz_guest_mmio,
     );
+    step(
+        "fuzz the Xen hypercall handlers (60 s)".into(),
+        &mut fuzz_hypercalls,
+    );
 
     println!("\n=== suite summary");
     for s in &steps {
@@ -288,6 +292,16 @@ fn fuzz_guest_mmio() -> Result<(), String> {
     let corpus = crate::host::cache_dir().join("fuzz-corpus-guest-mmio");
     std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
     run_fuzzer("armvm/fuzz", "guest_mmio", &corpus, 30)
+}
+
+/// `common/fuzz`'s `hypercalls` target, 60 s: every hypercall handler
+/// with arbitrary arguments and guest memory from three domains, and the
+/// event-channel operation sequences.
+fn fuzz_hypercalls() -> Result<(), String> {
+    fuzz_ready()?;
+    let corpus = crate::host::cache_dir().join("fuzz-corpus-hypercalls");
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    run_fuzzer("common/fuzz", "hypercalls", &corpus, 60)
 }
 
 fn fuzz_platform_dt() -> Result<(), String> {
