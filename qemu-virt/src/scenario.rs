@@ -37,6 +37,16 @@
 //! passthrough = []       # optional: host DT paths of devices to assign;
 //!                        # accepted, but any entry is refused for now
 //!                        # (device passthrough needs the SMMU driver)
+//! xen = "no-xenstore"    # optional: xen,enhanced: "enabled",
+//!                        # "no-xenstore" or "disabled" (absent: none)
+//! peers = ["linux2"]     # optional: hv,xen-peers, domains of this file
+//! static_evtchn = [{ port = 10, peer = "linux2", peer_port = 11 }]
+//!                        # optional: static event channels, ports
+//!                        # 1..=4095; written in either domain or both
+//! shared_mem = [{ id = "ring", host = 0x7000_0000, guest = 0x2300_0000,
+//!                 size = "64K", owner = true }]
+//!                        # optional: static shared memory; owner
+//!                        # optional (role "owner"/"borrower")
 //! ```
 //!
 //! Sizes are a string with a `K`, `M` or `G` suffix (binary units, either
@@ -58,7 +68,30 @@
 //! `debian` only as a kernel and `busybox` only as a ramdisk; one file used
 //! as one kind of module only; at most [`MAX_MODULES`] distinct files;
 //! `on_crash`; `passthrough` empty; `slice_ms` 1..=1000; no NUL in a
-//! command line.
+//! command line; `xen` one of its three values; `peers` naming other
+//! domains of the file, each once, at most [`MAX_PEERS`].
+//!
+//! Static event channels: each end's port is 1..=[`MAX_STATIC_PORT`] and
+//! the peer another domain of the file. A channel is written once, in
+//! either domain: the runner writes both ends (`label: evtchn-PORT` nodes
+//! whose `xen,evtchn = <PORT &peer-label>`, so dtc gives each end a
+//! phandle). Writing the mirror entry in the peer too is allowed and is
+//! the same channel; any other entry is another channel, so a port taken
+//! twice in one domain (written there or by a peer) is an error, as are
+//! more than [`MAX_STATIC_EVTCHNS`] channels in a domain and a channel end
+//! in a domain without `xen = "no-xenstore"` or `"enabled"`.
+//!
+//! Static shared memory: the id is 1..=[`SHM_ID_MAX`] characters of A-Z
+//! a-z 0-9 _ - (it names the `shm-ID` node), host, guest and size 4 KiB
+//! aligned, size non-zero, no range wrapping, at most [`MAX_SHARED_MEMS`]
+//! regions and each id once per domain, guest ranges of a domain apart;
+//! the host range lies in the machine's RAM above the hypervisor's image
+//! and clear of QEMU's device tree; across domains one id is one host
+//! range and size, different ids do not overlap, one owner per id. The
+//! regions count against the memory budget, and the modules are placed
+//! around them. Whether a guest range is free in the guest's map (outside
+//! its RAM, the grant table, the GIC and vPL011 frames) is the
+//! hypervisor's check: it refuses the domain when it builds it.
 //!
 //! # Boot modules and their place in RAM
 //!
@@ -534,8 +567,11 @@ impl Scenario {
     /// The DTS text to merge over QEMU's own tree: `/ { chosen { ... }; };`
     /// with `xen,xen-bootargs` (when [`Scenario::hv_bootargs`] is not
     /// empty) and one `xen,domain` node per domain, named after it, with
-    /// `module@ADDR` children (the shared address of a shared file), the
-    /// kernel's `bootargs`, and a `vcpuN` node per vCPU when pinned.
+    /// `xen,enhanced` and `hv,xen-peers` when given, `module@ADDR` children
+    /// (the shared address of a shared file), the kernel's `bootargs`, a
+    /// `vcpuN` node per vCPU when pinned, an `hv_evtchn_D_PORT:
+    /// evtchn-PORT` node per channel end in the domain (D its index), and
+    /// an `shm-ID` node per shared region.
     ///
     /// Panics if a module file of the scenario is missing from `placed`
     /// (give it what [`Scenario::place_modules`] returned).

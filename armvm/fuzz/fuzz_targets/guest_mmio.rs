@@ -826,6 +826,16 @@ fn check_guest_dt(u: &mut Unstructured) -> Result<()> {
         initrd,
         restart_count: u.arbitrary()?,
         vpl011: u.arbitrary()?,
+        xen: if u.arbitrary()? {
+            Some(guest_dt::XenNode {
+                grant_table: (armvm::layout::GNTTAB_BASE, armvm::layout::GNTTAB_SIZE),
+                extended: &[(armvm::layout::EXT_REGION_BASE, armvm::layout::EXT_REGION_SIZE)],
+                evtchn_ppi: u.int_in_range(0..=40)?,
+            })
+        } else {
+            None
+        },
+        shm: &[],
     };
     let blob = match guest_dt::build(&cfg) {
         Ok(b) => b,
