@@ -76,7 +76,12 @@ pub enum Mode {
     /// `HVTEST: xen devices ok` when /dev/xen/{evtchn,gntdev,gntalloc,
     /// privcmd} exist (else `HVTEST: xen devices missing: NAME...`), the
     /// kernel log's lines matching `Xen|xen|grant|event` as `HVTEST:
-    /// dmesg: ...`, and gives a shell as [`Mode::Shell`] does, where a
+    /// dmesg: ...` (under Xen 4.17: `Xen 4.17 support found`, `xen:grant_table:
+    /// Grant tables using version 1 layout`, `xen:events: Using FIFO-based
+    /// ABI`, `xen:balloon: Initialising balloon driver`, `xen:xen_evtchn:
+    /// Event-channel device installed`), the /proc/interrupts lines matching
+    /// `events|xen` (the per-CPU event upcall is named `events`) as `HVTEST:
+    /// xen-irq: ...`, and gives a shell as [`Mode::Shell`] does, where a
     /// harness types `xentool` commands.
     Xen,
 }
@@ -273,6 +278,7 @@ xen)
         echo "HVTEST: xen devices missing:$missing"
     fi
     dmesg | grep -E 'Xen|xen|grant|event' | sed 's/^/HVTEST: dmesg: /'
+    grep -E 'events|xen' /proc/interrupts | sed 's/^/HVTEST: xen-irq: /'
     echo "HVTEST: shell: busybox sh on the console, /bin/xentool; exit (or poweroff -f) powers off"
     setsid cttyhack sh
     ;;
@@ -987,6 +993,7 @@ mod tests {
         assert!(xen.contains("for d in evtchn gntdev gntalloc privcmd; do"));
         assert!(xen.contains("echo \"HVTEST: xen devices ok\""));
         assert!(xen.contains("grep -E 'Xen|xen|grant|event' | sed 's/^/HVTEST: dmesg: /'"));
+        assert!(xen.contains("/proc/interrupts | sed 's/^/HVTEST: xen-irq: /'"));
         assert!(xen.contains("setsid cttyhack sh"));
         assert!(!init.contains('@'), "a placeholder was left");
     }

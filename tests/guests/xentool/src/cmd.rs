@@ -11,7 +11,7 @@ const CONNECT_TIMEOUT_MS: i32 = 600_000;
 /// How long the server waits for the next event once a client is there.
 const IDLE_TIMEOUT_MS: i32 = 60_000;
 /// How long the client waits for one pong.
-const PONG_TIMEOUT_MS: u64 = 5_000;
+const PONG_TIMEOUT_MS: u64 = 10_000;
 /// A grant reference beyond any grant table.
 const BAD_GREF: u32 = 0xffff_fff0;
 /// A port number the client has not allocated (Xen allocates from 1 up).
