@@ -20,8 +20,6 @@
 
 use std::time::{Duration, Instant};
 
-use std::path::Path;
-
 use crate::host::target_dir;
 use crate::image::build_hv_arm;
 use crate::linux::{self, MARKER, Mode, RUN_INIT, domain_console};
@@ -279,11 +277,6 @@ pub fn linux(echo: bool) -> Result<bool, String> {
 
 // ------------------------------------------------------------- bench xen
 
-/// The /chosen additions of `bench xen`: both domains speak Xen's ABI and
-/// linux1 may talk to linux2 (as tests/tests/xen_abi.rs).
-pub const XEN_PAIR: &str = "\t\tlinux1 {\n\t\t\txen,enhanced = \"no-xenstore\";\n\t\t\thv,xen-peers = \"linux2\";\n\t\t};\n\
-\t\tlinux2 {\n\t\t\txen,enhanced = \"no-xenstore\";\n\t\t};\n";
-
 /// Xen 4.17's figures, measured outside this command on the same board
 /// and kernel with the same xentool: (bench name, ns).
 pub const XEN_NS: &[(&str, u64)] = &[
@@ -297,19 +290,18 @@ pub const XEN_NULL_PATH_NS: u64 = 496;
 /// Wall-clock limit of the `bench xen` run.
 const XEN_TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// The `bench xen` scenario: one CPU, two 1-vCPU Linux domains.
-pub fn xen_scenario_toml() -> String {
-    let dom = |name: &str| {
-        format!(
-            "[[domain]]\nname = \"{name}\"\nkernel = \"debian\"\nramdisk = \"busybox\"\n\
-             bootargs = \"console=ttyAMA0 hvtest=xen\"\nmemory = \"256M\"\ncpus = 1\n"
-        )
-    };
-    format!(
-        "[machine]\ncpus = 1\nmemory = \"2G\"\n{}{}",
-        dom("linux1"),
-        dom("linux2")
-    )
+/// The `bench xen` scenario: scenarios/xen-pair.toml squeezed onto one
+/// CPU, one vCPU per domain.
+pub fn xen_scenario() -> Result<Scenario, String> {
+    let path = crate::host::workspace_root().join("scenarios/xen-pair.toml");
+    let mut s =
+        Scenario::load(&path).map_err(|e| format!("{}: {}", path.display(), e.join("; ")))?;
+    s.machine.cpus = 1;
+    for d in &mut s.domains {
+        d.cpus = 1;
+        d.pin = None;
+    }
+    Ok(s)
 }
 
 /// The console script: linux1 serves, linux2 runs the benchmark.
@@ -432,10 +424,9 @@ pub fn xen_table(figs: &[(String, u64, Option<String>)]) -> String {
 /// icount, xentool's benchmark from linux2 against linux1. Ok(true) when
 /// QEMU ended with status 0 and every figure was found.
 pub fn xen(echo: bool) -> Result<bool, String> {
-    let s = Scenario::from_toml(&xen_scenario_toml(), Path::new("."))
-        .map_err(|e| format!("the bench xen scenario: {e:?}"))?;
+    let s = xen_scenario()?;
     let hv = build_hv_arm("qemu-virt", false)?;
-    let mut cfg = multi::prepare(&s, &hv, XEN_PAIR, "bench-xen")?;
+    let mut cfg = multi::prepare(&s, &hv, "", "bench-xen")?;
     // -icount shift=0,sleep=off, dtb-randomness=off, -rtc clock=vm, -seed 1.
     cfg.icount = true;
     cfg.echo = echo;
