@@ -310,7 +310,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
         }
         Trap::Hvc {
             imm: crate::xen::HYPERCALL_TAG,
-        } if crate::xen::enabled(dom.id) => {
+        } if dom.has_xen() => {
             stat(|s| s.call += 1);
             crate::xen::hypercall(dom, vcpu, regs)
         }

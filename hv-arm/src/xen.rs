@@ -79,11 +79,6 @@ pub fn bind_static(ch: StaticChannel) -> Result<(), i32> {
     Ok(())
 }
 
-/// Whether `dom` speaks the ABI.
-pub fn enabled(dom: DomId) -> bool {
-    XEN.lock().as_ref().is_some_and(|x| x.domain(dom).is_some())
-}
-
 /// `dom` is about to be rebuilt (`rebuild`) or destroyed: everything its
 /// ABI state holds is released, in order, before its memory is touched.
 pub fn domain_stopping(dom: DomId, rebuild: bool) {
