@@ -527,6 +527,13 @@ pub fn hypercall(
     }
 }
 
+/// [`deny`] with the message's format arguments inline.
+macro_rules! refuse {
+    ($xen:expr, $env:expr, $dom:expr, $errno:expr, $($fmt:tt)+) => {
+        deny($xen, $env, $dom, $errno, format_args!($($fmt)+))
+    };
+}
+
 fn deny(xen: &mut Xen, env: &dyn Env, dom: DomId, errno: i32, what: fmt::Arguments) -> i32 {
     match xen.domain_mut(dom) {
         Some(d) => d.deny(env, errno, what),
@@ -570,12 +577,13 @@ fn xen_version(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> 
             // struct xen_feature_info { unsigned int submap_idx; uint32_t submap; }
             let mut b: [u8; 8] = read_struct(env, arg)?;
             if get_u32(&b, 0) != 0 {
-                return Err(deny(
+                return Err(refuse!(
                     xen,
                     env,
                     dom,
                     EINVAL,
-                    format_args!("get_features submap {}", get_u32(&b, 0)),
+                    "get_features submap {}",
+                    get_u32(&b, 0)
                 ));
             }
             let mut map = (1 << XENFEAT_WRITABLE_PAGE_TABLES)
@@ -602,13 +610,7 @@ fn xen_version(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> 
         }
         XENVER_COMMANDLINE | XENVER_BUILD_ID => {
             if caps & (CAP_CONTROL | CAP_HARDWARE) == 0 {
-                return Err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EPERM,
-                    format_args!("xen_version {}", cmd),
-                ));
+                return Err(refuse!(xen, env, dom, EPERM, "xen_version {}", cmd));
             }
             if cmd == XENVER_COMMANDLINE {
                 put_string(env, arg, "", 1024)
@@ -616,13 +618,7 @@ fn xen_version(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> 
                 Err(ENOENT)
             }
         }
-        _ => Err(deny(
-            xen,
-            env,
-            dom,
-            ENOSYS,
-            format_args!("xen_version {}", cmd),
-        )),
+        _ => Err(refuse!(xen, env, dom, ENOSYS, "xen_version {}", cmd)),
     }
 }
 
@@ -637,7 +633,7 @@ fn console_io(xen: &mut Xen, env: &dyn Env, dom: DomId, args: [u64; 5]) -> Reply
             let n = count.min(CONSOLE_CHUNK as u64) as usize;
             let mut bytes = [0u8; CONSOLE_CHUNK];
             if let Err(e) = env.read_virt(buf, &mut bytes[..n]) {
-                return Reply::err(deny(xen, env, dom, e, format_args!("console_io write")));
+                return Reply::err(refuse!(xen, env, dom, e, "console_io write"));
             }
             env.console_write(dom, &bytes[..n]);
             if (n as u64) < count {
@@ -655,29 +651,17 @@ fn console_io(xen: &mut Xen, env: &dyn Env, dom: DomId, args: [u64; 5]) -> Reply
         CONSOLEIO_READ => {
             let caps = xen.domain(dom).map_or(0, |d| d.cfg.caps);
             if caps & (CAP_CONTROL | CAP_HARDWARE) == 0 {
-                return Reply::err(deny(xen, env, dom, EPERM, format_args!("console_io read")));
+                return Reply::err(refuse!(xen, env, dom, EPERM, "console_io read"));
             }
             Reply::ret(0)
         }
-        _ => Reply::err(deny(
-            xen,
-            env,
-            dom,
-            ENOSYS,
-            format_args!("console_io {}", cmd),
-        )),
+        _ => Reply::err(refuse!(xen, env, dom, ENOSYS, "console_io {}", cmd)),
     }
 }
 
 fn vm_assist(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, kind: u64) -> Result<i64, i32> {
     if kind != VMASST_TYPE_RUNSTATE_UPDATE_FLAG {
-        return Err(deny(
-            xen,
-            env,
-            dom,
-            EINVAL,
-            format_args!("vm_assist type {}", kind),
-        ));
+        return Err(refuse!(xen, env, dom, EINVAL, "vm_assist type {}", kind));
     }
     let d = xen.domain_mut(dom).ok_or(ESRCH)?;
     match cmd {
@@ -701,18 +685,12 @@ fn sched_op(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> Rep
             let b: [u8; 4] = match read_struct(env, arg) {
                 Ok(b) => b,
                 Err(e) => {
-                    return Reply::err(deny(xen, env, dom, e, format_args!("sched_op shutdown")));
+                    return Reply::err(refuse!(xen, env, dom, e, "sched_op shutdown"));
                 }
             };
             let reason = get_u32(&b, 0);
             if reason > SHUTDOWN_SOFT_RESET {
-                return Reply::err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EINVAL,
-                    format_args!("shutdown reason {}", reason),
-                ));
+                return Reply::err(refuse!(xen, env, dom, EINVAL, "shutdown reason {}", reason));
             }
             if let Some(d) = xen.domain_mut(dom) {
                 d.shutdown_code = Some(reason);
@@ -728,59 +706,49 @@ fn sched_op(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> Rep
             let b: [u8; 8] = match read_struct(env, arg) {
                 Ok(b) => b,
                 Err(e) => {
-                    return Reply::err(deny(xen, env, dom, e, format_args!("remote_shutdown")));
+                    return Reply::err(refuse!(xen, env, dom, e, "remote_shutdown"));
                 }
             };
             let (target, reason) = (Xen::resolve(dom, get_u16(&b, 0)), get_u32(&b, 4));
             let caps = xen.domain(dom).map_or(0, |d| d.cfg.caps);
             if caps & CAP_CONTROL == 0 {
-                return Reply::err(deny(
+                return Reply::err(refuse!(
                     xen,
                     env,
                     dom,
                     EPERM,
-                    format_args!("remote_shutdown of {}", target),
+                    "remote_shutdown of {}",
+                    target
                 ));
             }
             if xen.domain(target).is_none() {
-                return Reply::err(deny(
+                return Reply::err(refuse!(
                     xen,
                     env,
                     dom,
                     ESRCH,
-                    format_args!("remote_shutdown of {}", target),
+                    "remote_shutdown of {}",
+                    target
                 ));
             }
             if reason > SHUTDOWN_SOFT_RESET {
-                return Reply::err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EINVAL,
-                    format_args!("shutdown reason {}", reason),
-                ));
+                return Reply::err(refuse!(xen, env, dom, EINVAL, "shutdown reason {}", reason));
             }
             act(Action::RemoteShutdown(target, reason))
         }
         SCHEDOP_POLL => {
             let b: [u8; SCHED_POLL_SIZE] = match read_struct(env, arg) {
                 Ok(b) => b,
-                Err(e) => return Reply::err(deny(xen, env, dom, e, format_args!("sched_op poll"))),
+                Err(e) => return Reply::err(refuse!(xen, env, dom, e, "sched_op poll")),
             };
             let (ports, nr) = (get_u64(&b, 0), get_u32(&b, 8));
             if nr > 128 {
-                return Reply::err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EINVAL,
-                    format_args!("poll of {} ports", nr),
-                ));
+                return Reply::err(refuse!(xen, env, dom, EINVAL, "poll of {} ports", nr));
             }
             let mut list = [0u8; 128 * 4];
             let list = &mut list[..nr as usize * 4];
             if let Err(e) = env.read_virt(ports, list) {
-                return Reply::err(deny(xen, env, dom, e, format_args!("poll port list")));
+                return Reply::err(refuse!(xen, env, dom, e, "poll port list"));
             }
             let mut any = false;
             for p in list.chunks_exact(4) {
@@ -789,13 +757,7 @@ fn sched_op(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> Rep
                     Ok(true) => any = true,
                     Ok(false) => {}
                     Err(e) => {
-                        return Reply::err(deny(
-                            xen,
-                            env,
-                            dom,
-                            e,
-                            format_args!("poll port {}", port),
-                        ));
+                        return Reply::err(refuse!(xen, env, dom, e, "poll port {}", port));
                     }
                 }
             }
@@ -805,13 +767,7 @@ fn sched_op(xen: &mut Xen, env: &dyn Env, dom: DomId, cmd: u64, arg: u64) -> Rep
                 act(Action::Yield)
             }
         }
-        _ => Reply::err(deny(
-            xen,
-            env,
-            dom,
-            ENOSYS,
-            format_args!("sched_op {}", cmd),
-        )),
+        _ => Reply::err(refuse!(xen, env, dom, ENOSYS, "sched_op {}", cmd)),
     }
 }
 
@@ -825,19 +781,21 @@ fn vcpu_op(
 ) -> Result<i64, i32> {
     let nr = xen.domain(dom).map_or(0, |d| d.cfg.nr_vcpus);
     if vcpu >= u64::from(nr) {
-        return Err(deny(
+        return Err(refuse!(
             xen,
             env,
             dom,
             ENOENT,
-            format_args!("vcpu_op {} on vcpu {}", cmd, vcpu),
+            "vcpu_op {} on vcpu {}",
+            cmd,
+            vcpu
         ));
     }
     let vcpu = vcpu as u32;
     match cmd {
         VCPUOP_REGISTER_VCPU_INFO => {
             let b: [u8; REGISTER_VCPU_INFO_SIZE] = read_struct(env, arg)
-                .map_err(|e| deny(xen, env, dom, e, format_args!("register_vcpu_info")))?;
+                .map_err(|e| refuse!(xen, env, dom, e, "register_vcpu_info"))?;
             let (gfn, off) = (get_u64(&b, 0), get_u32(&b, 8));
             let d = xen.domain_mut(dom).ok_or(ESRCH)?;
             if off as usize > PAGE_SIZE - VCPU_INFO_SIZE || off % 8 != 0 {
@@ -867,15 +825,8 @@ fn vcpu_op(
             Ok(0)
         }
         VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => {
-            let b: [u8; 8] = read_struct(env, arg).map_err(|e| {
-                deny(
-                    xen,
-                    env,
-                    dom,
-                    e,
-                    format_args!("register_runstate_memory_area"),
-                )
-            })?;
+            let b: [u8; 8] = read_struct(env, arg)
+                .map_err(|e| refuse!(xen, env, dom, e, "register_runstate_memory_area"))?;
             let va = get_u64(&b, 0);
             let area = if va == 0 {
                 None
@@ -884,20 +835,14 @@ fn vcpu_op(
                     .checked_add(RUNSTATE_INFO_SIZE as u64 - 1)
                     .ok_or(EFAULT)?;
                 if !va.is_multiple_of(8) {
-                    return Err(deny(
-                        xen,
-                        env,
-                        dom,
-                        EINVAL,
-                        format_args!("runstate area at {:#x}", va),
-                    ));
+                    return Err(refuse!(xen, env, dom, EINVAL, "runstate area at {:#x}", va));
                 }
-                let first = env.virt_to_phys(va, true).map_err(|e| {
-                    deny(xen, env, dom, e, format_args!("runstate area at {:#x}", va))
-                })?;
-                let second = env.virt_to_phys(last, true).map_err(|e| {
-                    deny(xen, env, dom, e, format_args!("runstate area at {:#x}", va))
-                })?;
+                let first = env
+                    .virt_to_phys(va, true)
+                    .map_err(|e| refuse!(xen, env, dom, e, "runstate area at {:#x}", va))?;
+                let second = env
+                    .virt_to_phys(last, true)
+                    .map_err(|e| refuse!(xen, env, dom, e, "runstate area at {:#x}", va))?;
                 let d = xen.domain_mut(dom).ok_or(ESRCH)?;
                 let (g0, g1) = (first >> 12, second >> 12);
                 if !d.is_plain_ram(g0) || !d.is_plain_ram(g1) {
@@ -919,7 +864,7 @@ fn vcpu_op(
         }
         // As on Xen/arm, the other vCPU operations are not offered (vCPUs
         // come up through the platform's firmware interface).
-        _ => Err(deny(xen, env, dom, EINVAL, format_args!("vcpu_op {}", cmd))),
+        _ => Err(refuse!(xen, env, dom, EINVAL, "vcpu_op {}", cmd)),
     }
 }
 
@@ -934,7 +879,7 @@ fn memory_op(xen: &mut Xen, env: &dyn Env, dom: DomId, args: [u64; 5]) -> Reply 
         let b: [u8; MEMORY_RESERVATION_SIZE] = match read_struct(env, arg) {
             Ok(b) => b,
             Err(e) => {
-                return Reply::err(deny(xen, env, dom, e, format_args!("memory reservation")));
+                return Reply::err(refuse!(xen, env, dom, e, "memory reservation"));
             }
         };
         let (list, nr, order, target) = (
@@ -944,21 +889,23 @@ fn memory_op(xen: &mut Xen, env: &dyn Env, dom: DomId, args: [u64; 5]) -> Reply 
             get_u16(&b, 24),
         );
         if Xen::resolve(dom, target) != dom {
-            return Reply::err(deny(
+            return Reply::err(refuse!(
                 xen,
                 env,
                 dom,
                 EPERM,
-                format_args!("reservation for domain {}", target),
+                "reservation for domain {}",
+                target
             ));
         }
         if order != 0 {
-            return Reply::err(deny(
+            return Reply::err(refuse!(
                 xen,
                 env,
                 dom,
                 EINVAL,
-                format_args!("reservation of order {}", order),
+                "reservation of order {}",
+                order
             ));
         }
         return reservation(xen, env, dom, cmd, list, nr, start, args);
@@ -975,8 +922,8 @@ fn memory_op_simple(
 ) -> Result<i64, i32> {
     match cmd {
         XENMEM_ADD_TO_PHYSMAP => {
-            let b: [u8; ADD_TO_PHYSMAP_SIZE] = read_struct(env, arg)
-                .map_err(|e| deny(xen, env, dom, e, format_args!("add_to_physmap")))?;
+            let b: [u8; ADD_TO_PHYSMAP_SIZE] =
+                read_struct(env, arg).map_err(|e| refuse!(xen, env, dom, e, "add_to_physmap"))?;
             let (target, space, idx, gpfn) = (
                 Xen::resolve(dom, get_u16(&b, 0)),
                 get_u32(&b, 4),
@@ -984,27 +931,29 @@ fn memory_op_simple(
                 get_u64(&b, 16),
             );
             if target != dom {
-                return Err(deny(
+                return Err(refuse!(
                     xen,
                     env,
                     dom,
                     EPERM,
-                    format_args!("add_to_physmap for domain {}", target),
+                    "add_to_physmap for domain {}",
+                    target
                 ));
             }
             add_to_physmap(xen, env, dom, space, idx, gpfn).map(|()| 0)
         }
         XENMEM_REMOVE_FROM_PHYSMAP => {
             let b: [u8; REMOVE_FROM_PHYSMAP_SIZE] = read_struct(env, arg)
-                .map_err(|e| deny(xen, env, dom, e, format_args!("remove_from_physmap")))?;
+                .map_err(|e| refuse!(xen, env, dom, e, "remove_from_physmap"))?;
             let (target, gpfn) = (Xen::resolve(dom, get_u16(&b, 0)), get_u64(&b, 8));
             if target != dom {
-                return Err(deny(
+                return Err(refuse!(
                     xen,
                     env,
                     dom,
                     EPERM,
-                    format_args!("remove_from_physmap for {}", target),
+                    "remove_from_physmap for {}",
+                    target
                 ));
             }
             remove_slot(xen, env, dom, gpfn).map(|()| 0)
@@ -1018,12 +967,13 @@ fn memory_op_simple(
                         .domain(dom)
                         .is_some_and(|d| d.cfg.caps & CAP_CONTROL == 0)
             {
-                return Err(deny(
+                return Err(refuse!(
                     xen,
                     env,
                     dom,
                     EPERM,
-                    format_args!("reservation of domain {}", target),
+                    "reservation of domain {}",
+                    target
                 ));
             }
             let d = xen.domain(target).ok_or(ESRCH)?;
@@ -1039,13 +989,7 @@ fn memory_op_simple(
             let top = d.p2m.keys().next_back().copied().unwrap_or(0);
             Ok((d.cfg.ram_base_gfn + d.cfg.ram_pages - 1).max(top) as i64)
         }
-        _ => Err(deny(
-            xen,
-            env,
-            dom,
-            ENOSYS,
-            format_args!("memory_op {}", cmd),
-        )),
+        _ => Err(refuse!(xen, env, dom, ENOSYS, "memory_op {}", cmd)),
     }
 }
 
@@ -1109,25 +1053,20 @@ fn add_to_physmap(
     match space {
         XENMAPSPACE_SHARED_INFO => {
             if idx != 0 {
-                return Err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EINVAL,
-                    format_args!("shared_info index {}", idx),
-                ));
+                return Err(refuse!(xen, env, dom, EINVAL, "shared_info index {}", idx));
             }
             let frame = xen.domain(dom).ok_or(ESRCH)?.shared_info.frame();
             place(xen, env, dom, gpfn, Slot::SharedInfo, frame)
         }
         XENMAPSPACE_GRANT_TABLE => {
             if idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 || idx > u64::from(u32::MAX) {
-                return Err(deny(
+                return Err(refuse!(
                     xen,
                     env,
                     dom,
                     EINVAL,
-                    format_args!("grant frame {:#x} (v1 has no status frames)", idx),
+                    "grant frame {:#x} (v1 has no status frames)",
+                    idx
                 ));
             }
             let frame = {
@@ -1139,12 +1078,13 @@ fn add_to_physmap(
             };
             place(xen, env, dom, gpfn, Slot::GrantFrame(idx as u32), frame)
         }
-        _ => Err(deny(
+        _ => Err(refuse!(
             xen,
             env,
             dom,
             EOPNOTSUPP,
-            format_args!("add_to_physmap space {}", space),
+            "add_to_physmap space {}",
+            space
         )),
     }
 }
@@ -1272,7 +1212,7 @@ fn reservation(
 
 fn hvm_op(xen: &mut Xen, env: &dyn Env, dom: DomId, op: u64, arg: u64) -> Result<i64, i32> {
     let mut b: [u8; HVM_PARAM_SIZE] =
-        read_struct(env, arg).map_err(|e| deny(xen, env, dom, e, format_args!("hvm_op")))?;
+        read_struct(env, arg).map_err(|e| refuse!(xen, env, dom, e, "hvm_op"))?;
     let (target, index, value) = (
         Xen::resolve(dom, get_u16(&b, 0)),
         get_u32(&b, 4),
@@ -1282,31 +1222,13 @@ fn hvm_op(xen: &mut Xen, env: &dyn Env, dom: DomId, op: u64, arg: u64) -> Result
         .domain(dom)
         .is_some_and(|d| d.cfg.caps & CAP_CONTROL != 0);
     if target != dom && !control {
-        return Err(deny(
-            xen,
-            env,
-            dom,
-            EPERM,
-            format_args!("hvm_op on domain {}", target),
-        ));
+        return Err(refuse!(xen, env, dom, EPERM, "hvm_op on domain {}", target));
     }
     if xen.domain(target).is_none() {
-        return Err(deny(
-            xen,
-            env,
-            dom,
-            ESRCH,
-            format_args!("hvm_op on domain {}", target),
-        ));
+        return Err(refuse!(xen, env, dom, ESRCH, "hvm_op on domain {}", target));
     }
     if index >= HVM_NR_PARAMS {
-        return Err(deny(
-            xen,
-            env,
-            dom,
-            EINVAL,
-            format_args!("hvm param {}", index),
-        ));
+        return Err(refuse!(xen, env, dom, EINVAL, "hvm param {}", index));
     }
     let own = target == dom;
     match op {
@@ -1314,22 +1236,10 @@ fn hvm_op(xen: &mut Xen, env: &dyn Env, dom: DomId, op: u64, arg: u64) -> Result
             match param_rule(index) {
                 Rule::Guest => {}
                 Rule::Deprecated => {
-                    return Err(deny(
-                        xen,
-                        env,
-                        dom,
-                        EINVAL,
-                        format_args!("set hvm param {}", index),
-                    ));
+                    return Err(refuse!(xen, env, dom, EINVAL, "set hvm param {}", index));
                 }
                 Rule::Toolstack if own => {
-                    return Err(deny(
-                        xen,
-                        env,
-                        dom,
-                        EPERM,
-                        format_args!("set hvm param {}", index),
-                    ));
+                    return Err(refuse!(xen, env, dom, EPERM, "set hvm param {}", index));
                 }
                 Rule::Toolstack => {}
             }
@@ -1345,29 +1255,17 @@ fn hvm_op(xen: &mut Xen, env: &dyn Env, dom: DomId, op: u64, arg: u64) -> Result
             let readable = matches!(param_rule(index), Rule::Guest)
                 || matches!(index, HVM_PARAM_STORE_PFN | HVM_PARAM_CONSOLE_PFN);
             if matches!(param_rule(index), Rule::Deprecated) {
-                return Err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EINVAL,
-                    format_args!("get hvm param {}", index),
-                ));
+                return Err(refuse!(xen, env, dom, EINVAL, "get hvm param {}", index));
             }
             if own && !readable {
-                return Err(deny(
-                    xen,
-                    env,
-                    dom,
-                    EPERM,
-                    format_args!("get hvm param {}", index),
-                ));
+                return Err(refuse!(xen, env, dom, EPERM, "get hvm param {}", index));
             }
             let v = xen.domain(target).ok_or(ESRCH)?.params[index as usize];
             put_u64(&mut b, 8, v);
             env.write_virt(arg, &b)?;
             Ok(0)
         }
-        _ => Err(deny(xen, env, dom, ENOSYS, format_args!("hvm_op {}", op))),
+        _ => Err(refuse!(xen, env, dom, ENOSYS, "hvm_op {}", op)),
     }
 }
 
@@ -1418,25 +1316,13 @@ fn multicall(xen: &mut Xen, env: &dyn Env, dom: DomId, vcpu: u32, args: [u64; 5]
         let e: [u8; MULTICALL_ENTRY_SIZE] = match read_struct(env, at) {
             Ok(e) => e,
             Err(err) => {
-                return Reply::err(deny(
-                    xen,
-                    env,
-                    dom,
-                    err,
-                    format_args!("multicall entry {}", i),
-                ));
+                return Reply::err(refuse!(xen, env, dom, err, "multicall entry {}", i));
             }
         };
         let op = get_u64(&e, 0);
         let a = core::array::from_fn(|k| get_u64(&e, 16 + 8 * k));
         let r = if op == HC_MULTICALL {
-            Reply::err(deny(
-                xen,
-                env,
-                dom,
-                EINVAL,
-                format_args!("nested multicall"),
-            ))
+            Reply::err(refuse!(xen, env, dom, EINVAL, "nested multicall"))
         } else {
             hypercall(xen, env, dom, vcpu, op, a)
         };
