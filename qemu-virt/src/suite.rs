@@ -3,7 +3,8 @@
 //! Every step runs even when an earlier one failed, so one run shows every
 //! problem; the last line counts the steps that passed and failed.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::host::workspace_root;
@@ -13,6 +14,9 @@ struct Step {
     name: String,
     outcome: Outcome,
     secs: f64,
+    /// Why it failed, repeated after the summary table so the end of a
+    /// long CI log names the failing test and its message.
+    why: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,12 +45,91 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `cargo test` with its standard output echoed line by line and also
+/// kept, so that a failure returns the failing tests' names and the tail of
+/// each one's captured output instead of only "cargo test failed".
+fn cargo_test(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(args)
+        .stdout(Stdio::piped());
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let mut lines = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            lines.push(line);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for cargo: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "cargo {} failed ({status}){}",
+        args.join(" "),
+        failure_digest(&lines)
+    ))
+}
+
+/// The parts of libtest's output that say what failed: every
+/// `---- name stdout ----` block (its last 40 lines) and every
+/// `test ... FAILED` line.
+fn failure_digest(lines: &[String]) -> String {
+    const TAIL: usize = 40;
+    let mut out = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut in_block = false;
+    let flush = |block: &mut Vec<&str>, out: &mut String| {
+        let skip = block.len().saturating_sub(TAIL + 1);
+        if let Some(head) = block.first() {
+            out.push('\n');
+            out.push_str(head);
+            if skip > 0 {
+                out.push_str(&format!("\n    [{skip} earlier lines]"));
+            }
+            for l in block.iter().skip(1 + skip) {
+                out.push('\n');
+                out.push_str(l);
+            }
+        }
+        block.clear();
+    };
+    for line in lines {
+        if line.starts_with("---- ") && line.ends_with(" ----") {
+            flush(&mut block, &mut out);
+            in_block = true;
+            block.push(line);
+        } else if line == "failures:" || line.starts_with("test result:") {
+            flush(&mut block, &mut out);
+            in_block = false;
+        } else if in_block {
+            block.push(line);
+        }
+    }
+    flush(&mut block, &mut out);
+    for line in lines {
+        if line.starts_with("test ") && line.ends_with("FAILED") {
+            out.push('\n');
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Runs the suite; returns true when every step passed.
 pub fn run_all() -> bool {
     let mut steps: Vec<Step> = Vec::new();
     let mut step = |name: String, f: &mut dyn FnMut() -> Result<(), String>| {
         println!("\n=== suite: {name}");
         let t = Instant::now();
+        let mut why = String::new();
         let outcome = match f() {
             Ok(()) => Outcome::Passed,
             Err(e) if e.starts_with(SKIP) => {
@@ -55,6 +138,7 @@ pub fn run_all() -> bool {
             }
             Err(e) => {
                 println!("=== suite: {name}: FAILED: {e}");
+                why = e;
                 Outcome::Failed
             }
         };
@@ -62,6 +146,7 @@ pub fn run_all() -> bool {
             name,
             outcome,
             secs: t.elapsed().as_secs_f64(),
+            why,
         });
     };
 
@@ -179,7 +264,7 @@ pub fn run_all() -> bool {
     step(
         "cargo test (unit, DT, boot and Linux-guest tests)".into(),
         &mut || {
-            cargo(&[
+            cargo_test(&[
                 "test",
                 "--workspace",
                 "--exclude",
@@ -192,7 +277,7 @@ pub fn run_all() -> bool {
         },
     );
     step("cargo test hv-x86 (host library)".into(), &mut || {
-        cargo(&["test", "-p", "hv-x86", "--lib"])
+        cargo_test(&["test", "-p", "hv-x86", "--lib"])
     });
 
     step(
@@ -212,6 +297,9 @@ pub fn run_all() -> bool {
         &mut fuzz_hypercalls,
     );
 
+    for s in steps.iter().filter(|s| s.outcome == Outcome::Failed) {
+        println!("\n=== why \"{}\" failed: {}", s.name, s.why);
+    }
     println!("\n=== suite summary");
     for s in &steps {
         let tag = match s.outcome {
@@ -382,4 +470,48 @@ fn dom0less_seed_dts() -> String {
     }
     s.push_str("\t};\n};\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_digest;
+
+    #[test]
+    fn digest_names_the_failing_test_and_keeps_its_message() {
+        let out: Vec<String> = [
+            "running 2 tests",
+            "test a ... ok",
+            "test b ... FAILED",
+            "",
+            "failures:",
+            "",
+            "---- b stdout ----",
+            "thread 'b' panicked at tests/b.rs:3:5:",
+            "the guest said no",
+            "",
+            "failures:",
+            "    b",
+            "",
+            "test result: FAILED. 1 passed; 1 failed",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let d = failure_digest(&out);
+        assert!(d.contains("---- b stdout ----"), "{d}");
+        assert!(d.contains("the guest said no"), "{d}");
+        assert!(d.contains("test b ... FAILED"), "{d}");
+        assert!(!d.contains("test a"), "{d}");
+    }
+
+    #[test]
+    fn digest_keeps_only_the_tail_of_a_long_block() {
+        let mut out = vec!["---- long stdout ----".to_string()];
+        out.extend((0..100).map(|i| format!("line {i}")));
+        out.push("failures:".into());
+        let d = failure_digest(&out);
+        assert!(d.contains("[60 earlier lines]"), "{d}");
+        assert!(d.contains("line 99") && d.contains("line 60"), "{d}");
+        assert!(!d.contains("line 59\n"), "{d}");
+    }
 }
