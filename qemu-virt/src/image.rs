@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use object::elf::PT_LOAD;
 use object::read::elf::{ElfFile64, ProgramHeader};
@@ -28,12 +29,39 @@ pub struct ImageInfo {
     pub image_size: u64,
 }
 
-/// Lays out the PT_LOAD segments of `elf` as a flat binary in `out`.
+/// Lays out the PT_LOAD segments of `elf` as a flat binary in `out`
+/// (replaced atomically, see [`replace_file`]).
 pub fn elf_to_image(elf: &Path, out: &Path) -> Result<ImageInfo, String> {
     let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let image = flatten(&data)?;
-    std::fs::write(out, &image.1).map_err(|e| format!("{}: {e}", out.display()))?;
+    replace_file(out, &image.1)?;
     Ok(image.0)
+}
+
+/// Replaces `path` with `bytes` through a file of its own and a rename:
+/// tests build the same image in parallel while others' QEMUs load it,
+/// and a reader must see the old file or the new one, never one being
+/// truncated and rewritten (a QEMU that loaded a half-written Image ran
+/// garbage and printed nothing until its timeout).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
 }
 
 /// The flat image of an ELF held in memory.
@@ -143,7 +171,8 @@ pub fn build_hv_arm(board: &str, text_log: bool) -> Result<Built, String> {
     .run()?;
     let suffix = if text_log { "-text" } else { "" };
     let kept = dir.join(format!("hv-arm-{board}{suffix}.elf"));
-    std::fs::copy(&elf, &kept).map_err(|e| format!("copy {}: {e}", elf.display()))?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    replace_file(&kept, &bytes)?;
     let image = dir.join(format!("hv-arm-{board}{suffix}.img"));
     let info = elf_to_image(&kept, &image)?;
     // Boot loaders place the Image at RAM base + text_offset; an image
@@ -166,6 +195,29 @@ pub fn build_hv_arm(board: &str, text_log: bool) -> Result<Built, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_file_swaps_whole_files_and_leaves_no_temporaries() {
+        let dir = crate::host::cache_dir().join(format!("replace-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("img");
+        replace_file(&p, b"first").unwrap();
+        // A reader holding the old file keeps reading the old bytes.
+        let held = std::fs::File::open(&p).unwrap();
+        replace_file(&p, b"second, longer").unwrap();
+        replace_file(&p, b"second, longer").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second, longer");
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut &held, &mut old).unwrap();
+        assert_eq!(old, "first");
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("img")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A minimal little-endian ELF64 with the given (paddr, bytes) PT_LOAD segments.
     fn elf(machine: u16, segs: &[(u64, &[u8])]) -> Vec<u8> {

@@ -64,7 +64,8 @@ pub fn build(bare_qemu: bool) -> Result<Built, String> {
         "testguest"
     };
     let kept = dir.join(format!("{name}.elf"));
-    std::fs::copy(&elf, &kept).map_err(|e| format!("copy {}: {e}", elf.display()))?;
+    let bytes = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+    crate::image::replace_file(&kept, &bytes)?;
     let image = dir.join(format!("{name}.img"));
     let info = elf_to_image(&kept, &image)?;
     // The guest runs with the MMU off at its link address: loaded anywhere
