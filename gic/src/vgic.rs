@@ -349,7 +349,31 @@ pub struct VGic {
     shadow: [Shadow; MAX_VCPUS],
     /// Per vCPU, a bitmap over physical INTIDs 0..1024 to deactivate.
     hw_drops: [[u32; 32]; MAX_VCPUS],
+    /// vCPUs whose `hw_drops` row may be non-empty.
+    hw_drops_any: VcpuMask,
     kicks: VcpuMask,
+    /// Interrupts that may be active, deliverable or in an LR: every
+    /// change of an interrupt's state marks it (through `irq_mut`, the
+    /// routing and the distributor enables), and `fill_lrs` unmarks the
+    /// ones it finds idle. The fill and `has_deliverable` visit only
+    /// these, instead of every INTID on every guest entry.
+    cand_private: [u32; MAX_VCPUS],
+    cand_spis: [u64; MAX_SPIS as usize / 64],
+}
+
+/// The set bits of a word, as `base + bit`, lowest first.
+struct Bits64(u64, u32);
+
+impl Iterator for Bits64 {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros();
+        self.0 &= self.0 - 1;
+        Some(self.1 + b)
+    }
 }
 
 fn bit(vcpu: usize) -> VcpuMask {
@@ -476,7 +500,10 @@ impl VGic {
             routes: [0; MAX_SPIS as usize],
             shadow: [Shadow::EMPTY; MAX_VCPUS],
             hw_drops: [[0; 32]; MAX_VCPUS],
+            hw_drops_any: 0,
             kicks: 0,
+            cand_private: [0; MAX_VCPUS],
+            cand_spis: [0; MAX_SPIS as usize / 64],
         };
         gic.reset_state();
         gic
@@ -527,6 +554,49 @@ impl VGic {
         self.routes = [0; MAX_SPIS as usize];
         self.shadow = [Shadow::EMPTY; MAX_VCPUS];
         self.kicks = 0;
+        self.mark_all();
+    }
+
+    /// Marks `s` as a candidate for the next fill (see `cand_private`).
+    fn mark(&mut self, s: Slot) {
+        match s {
+            Slot::Private(v, n) => self.cand_private[v] |= 1 << n,
+            Slot::Spi(i) => self.cand_spis[i / 64] |= 1 << (i % 64),
+        }
+    }
+
+    fn unmark(&mut self, s: Slot) {
+        match s {
+            Slot::Private(v, n) => self.cand_private[v] &= !(1 << n),
+            Slot::Spi(i) => self.cand_spis[i / 64] &= !(1 << (i % 64)),
+        }
+    }
+
+    fn marked(&self, s: Slot) -> bool {
+        match s {
+            Slot::Private(v, n) => self.cand_private[v] & (1 << n) != 0,
+            Slot::Spi(i) => self.cand_spis[i / 64] & (1 << (i % 64)) != 0,
+        }
+    }
+
+    /// Every interrupt becomes a candidate (a change that can affect all).
+    fn mark_all(&mut self) {
+        self.cand_private = [u32::MAX; MAX_VCPUS];
+        self.cand_spis = [u64::MAX; MAX_SPIS as usize / 64];
+    }
+
+    /// The marked INTIDs `vcpu` may have to look at, in ascending order:
+    /// its own private ones, then every marked SPI.
+    fn candidates(&self, vcpu: usize) -> impl Iterator<Item = u32> + use<> {
+        let private = self.cand_private[vcpu];
+        let spis = self.cand_spis;
+        let nr_spis = self.nr_spis;
+        Bits64(u64::from(private), 0).chain(
+            spis.into_iter()
+                .enumerate()
+                .flat_map(|(w, word)| Bits64(word, 32 + w as u32 * 64))
+                .take_while(move |&intid| intid < 32 + nr_spis),
+        )
     }
 
     fn all_vcpus(&self) -> VcpuMask {
@@ -560,6 +630,7 @@ impl VGic {
     }
 
     fn irq_mut(&mut self, s: Slot) -> &mut Irq {
+        self.mark(s);
         match s {
             Slot::Private(v, n) => &mut self.private[v][n],
             Slot::Spi(i) => &mut self.spis[i],
@@ -648,6 +719,7 @@ impl VGic {
             .and_then(|row| row.get_mut(word))
         {
             *w |= 1 << (pintid % 32);
+            self.hw_drops_any |= bit(usize::from(vcpu));
         }
     }
 
@@ -793,6 +865,7 @@ impl VGic {
         match self.slot(0, intid) {
             Some(s @ Slot::Spi(i)) => {
                 self.routes[i] = value & IROUTER_MASK;
+                self.mark(s);
                 self.notify(s)
             }
             _ => 0,
@@ -861,6 +934,7 @@ impl VGic {
                     return 0;
                 }
                 self.ctlr = new;
+                self.mark_all();
                 self.all_vcpus()
             }
             Reg::Bits(r, first) => self.bits_write(frame, first, r, word),
@@ -883,6 +957,7 @@ impl VGic {
                     }
                     self.asleep[v] = sleep;
                     // 1-of-N SPIs may now go to another vCPU.
+                    self.mark_all();
                     self.all_vcpus()
                 }
                 Frame::Dist => 0,
@@ -1157,22 +1232,33 @@ impl VGic {
             let vals = unsynced.vals;
             self.sync_lrs(vcpu, &vals[..unsynced.used.min(MAX_LRS)]);
         }
+        if self.cand_private[vcpu] == 0 && self.cand_spis.iter().all(|&w| w == 0) {
+            // Nothing marked: nothing to deliver (the common exit).
+            self.shadow[vcpu].used = 0;
+            return Fill::default();
+        }
         let cap = lrs.len().min(MAX_LRS);
         // Best candidates so far, sorted by (class, priority, INTID).
         let mut best = [(0u8, 0u8, 0u32); MAX_LRS];
         let mut len = 0;
         let mut total = 0usize;
-        for intid in 0..32 + self.nr_spis {
+        for intid in self.candidates(vcpu) {
             let Some(s) = self.slot(vcpu, intid) else {
                 continue;
             };
-            if self.target(s) != Some(vcpu) {
-                continue;
-            }
             let irq = self.irq(s);
             if irq.lr_vcpu.is_some() {
                 continue;
             }
+            if !irq.active && !self.deliverable(irq) {
+                // Idle until something changes its state, which marks it.
+                self.unmark(s);
+                continue;
+            }
+            if self.target(s) != Some(vcpu) {
+                continue;
+            }
+            let irq = self.irq(s);
             let class = if irq.active {
                 0
             } else if self.deliverable(irq) {
@@ -1222,7 +1308,14 @@ impl VGic {
         }
         if let Some(p) = irq.hw {
             lr |= LR_HW | (u64::from(p) & LR_PINTID_MASK) << LR_PINTID_SHIFT;
-        } else if !irq.edge {
+        } else if !irq.edge && (irq.line || (!pend && irq.latch)) {
+            // After the guest's EOI the hypervisor must look again: the
+            // line is high (sample it), or a latched pending state waits
+            // behind the active one (a level interrupt is not given to
+            // the LR as active and pending). A level interrupt delivered
+            // through its latch alone (ISPENDR, `raise`: the event-channel
+            // PPI) is done once EOI'd and costs no maintenance exit; a
+            // later change of its line or latch kicks the vCPU anyway.
             lr |= LR_EOI;
         }
         irq.lr_latch = false;
@@ -1249,9 +1342,25 @@ impl VGic {
         if vcpu >= self.nr_vcpus {
             return false;
         }
-        (0..32 + self.nr_spis).any(|intid| {
+        self.candidates(vcpu).any(|intid| {
             self.slot(vcpu, intid)
                 .is_some_and(|s| self.target(s) == Some(vcpu) && self.deliverable(self.irq(s)))
+        })
+    }
+
+    /// Self-check for tests and fuzzing: every interrupt a fill could pick
+    /// (active or deliverable, not in an LR) is marked as a candidate, so
+    /// visiting only the candidates loses nothing.
+    pub fn candidates_cover_work(&self) -> bool {
+        (0..self.nr_vcpus).all(|v| {
+            (0..32 + self.nr_spis).all(|intid| {
+                let Some(s) = self.slot(v, intid) else {
+                    return true;
+                };
+                let irq = self.irq(s);
+                let work = irq.lr_vcpu.is_none() && (irq.active || self.deliverable(irq));
+                !work || self.marked(s)
+            })
         })
     }
 
@@ -1260,6 +1369,10 @@ impl VGic {
     /// domain was reset): the caller must deactivate these physical INTIDs
     /// itself. Calls `f(pintid)` for each and forgets them.
     pub fn drain_hw_deactivations(&mut self, vcpu: usize, f: &mut dyn FnMut(u32)) {
+        if self.hw_drops_any & bit(vcpu) == 0 {
+            return;
+        }
+        self.hw_drops_any &= !bit(vcpu);
         let Some(row) = self.hw_drops.get_mut(vcpu) else {
             return;
         };
@@ -1815,6 +1928,29 @@ mod tests {
     }
 
     #[test]
+    fn a_raised_level_ppi_needs_no_eoi_maintenance_and_comes_back_when_raised_again() {
+        let mut g = two();
+        ppi(&mut g, 0, 31, 0);
+        assert_ne!(g.raise(0, 31), 0);
+        let (lrs, f) = fill(&mut g, 0, 4);
+        assert_eq!(f.used, 1);
+        assert_eq!(state(lrs[0]), 0b01);
+        assert_eq!(lrs[0] & LR_EOI, 0, "latch only: no maintenance exit");
+        // Raised again while the guest has it active: the LR keeps it
+        // active and asks for the EOI maintenance interrupt, after which
+        // the latched state is delivered.
+        g.sync_lrs(0, &[ack(lrs[0])]);
+        g.raise(0, 31);
+        let (lrs, _) = fill(&mut g, 0, 4);
+        assert_eq!(state(lrs[0]), 0b10, "active; the new pending state waits");
+        assert_ne!(lrs[0] & LR_EOI, 0, "maintenance at EOI");
+        g.sync_lrs(0, &[deact(lrs[0])]);
+        let (lrs, f) = fill(&mut g, 0, 4);
+        assert_eq!((f.used, state(lrs[0])), (1, 0b01));
+        assert_eq!(lrs[0] & LR_EOI, 0);
+    }
+
+    #[test]
     fn inject_hw_rejects_bad_numbers() {
         let mut g = two();
         ppi(&mut g, 0, 27, 0);
@@ -2125,7 +2261,11 @@ mod tests {
         let (lrs, _) = fill(&mut g, 0, 4);
         assert_eq!(state(lrs[0]), 0b01);
         assert_eq!(lrs[0] & LR_HW, 0, "the physical one is done; virtual only");
-        assert_ne!(lrs[0] & LR_EOI, 0, "PPI is level at reset");
+        assert_eq!(
+            lrs[0] & LR_EOI,
+            0,
+            "level, pending by its latch only: done at EOI, no maintenance"
+        );
     }
 
     #[test]
@@ -2293,6 +2433,10 @@ mod tests {
 
     /// Invariants that must hold whatever a guest did.
     fn check_invariants(g: &VGic) {
+        assert!(
+            g.candidates_cover_work(),
+            "an interrupt with work is not marked"
+        );
         let mut holders = [[0u8; 32 + MAX_SPIS as usize]; 1];
         for v in 0..g.nr_vcpus {
             let sh = g.shadow[v];

@@ -238,6 +238,10 @@ impl Harness {
     fn enter(&mut self, v: usize, len: usize) {
         self.exit(v);
         self.drain();
+        assert!(
+            self.gic.candidates_cover_work(),
+            "an interrupt with work is not a fill candidate"
+        );
         let mut lrs = [0x5a5a_5a5a_5a5a_5a5a_u64; MAX_SLICE];
         let f = self.gic.fill_lrs(v, &mut lrs[..len]);
         assert!(f.used <= len && f.used <= MAX_LRS, "{f:?} for {len} LRs");
