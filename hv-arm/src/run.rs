@@ -12,6 +12,8 @@
 //! hardware would raise) or, failing that, crashes the domain: never the
 //! hypervisor.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use armvm::esr::{self, Exit as Trap};
 use armvm::layout;
 use armvm::psci::{self, Call};
@@ -54,30 +56,38 @@ const MAX_LRS: usize = 16;
 /// Host interrupts the vCPU loop expects.
 const VTIMER_PPI: u32 = layout::VTIMER_INTID;
 
-/// Exits of one vCPU by cause, for the log line written when it stops.
-#[derive(Default)]
-struct ExitStats {
-    irq: u32,
-    wfi: u32,
-    wfi_waited: u32,
-    wfe: u32,
-    mmio: u32,
-    call: u32,
-    sysreg: u32,
-    other: u32,
+/// Exit counters of the vCPU running on a CPU, for the log line written
+/// when it stops.
+#[derive(Clone, Copy)]
+enum Stat {
+    Irq,
+    Wfi,
+    WfiWaited,
+    Wfe,
+    Mmio,
+    Call,
+    SysReg,
+    Other,
     /// Counter ticks spent at EL2 between an exit and the next entry,
     /// waiting in WFI excluded.
-    el2_ticks: u64,
+    El2Ticks,
     /// Counter ticks spent waiting in WFI for the guest.
-    idle_ticks: u64,
+    IdleTicks,
 }
+const NR_STATS: usize = 10;
 
-static STATS: [crate::arch::Lock<Option<ExitStats>>; crate::MAX_CPUS] =
-    [const { crate::arch::Lock::new(None) }; crate::MAX_CPUS];
+/// One row of counters per CPU. Only its own CPU writes a row, on every
+/// exit, so a relaxed load and store do (no lock, no atomic
+/// read-modify-write on the exit path).
+static STATS: [[AtomicU64; NR_STATS]; crate::MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; NR_STATS] }; crate::MAX_CPUS];
 
-fn stat(f: impl FnOnce(&mut ExitStats)) {
-    if let Some(slot) = STATS.get(arch::cpu_id()) {
-        f(slot.lock().get_or_insert_with(ExitStats::default));
+fn stat(which: Stat, n: u64) {
+    if let Some(c) = STATS
+        .get(arch::cpu_id())
+        .and_then(|row| row.get(which as usize))
+    {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 }
 
@@ -137,14 +147,21 @@ pub fn guest_loop(
 ) -> Next {
     let nr_lrs = sysregs::nr_lrs().min(MAX_LRS);
     let mut lrs = [0u64; MAX_LRS];
+    // What this loop last wrote: the LRs are written only up to the
+    // highest one that may hold something, and ICH_HCR_EL2 only when it
+    // changes. Unknown at the start: all are written once.
+    let mut hw = LrHw {
+        written: nr_lrs,
+        hcr: u64::MAX,
+    };
     let mut exited = arch::counter();
     loop {
         if dom.stopping() != Stop::None {
             return Next::Stopping;
         }
-        let used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs]);
+        let used = fill_lrs(dom, vcpu, &mut lrs[..nr_lrs], &mut hw);
         let entered = arch::counter();
-        stat(|s| s.el2_ticks += entered.wrapping_sub(exited));
+        stat(Stat::El2Ticks, entered.wrapping_sub(exited));
         let exit = guest_entry::run(regs);
         exited = arch::counter();
         sync_lrs(dom, vcpu, &mut lrs[..used]);
@@ -154,8 +171,10 @@ pub fn guest_loop(
                 other => return other,
             },
             Exit::Irq | Exit::Fiq => {
-                stat(|s| s.irq += 1);
+                stat(Stat::Irq, 1);
                 handle_irqs(Some((dom, vcpu)));
+                // A maintenance interrupt turned the interface off.
+                hw.hcr = u64::MAX;
                 if slice_over() {
                     return Next::Preempt;
                 }
@@ -180,21 +199,26 @@ pub fn clear_lrs() {
 
 /// Logs the exit counts of the vCPU that ran on this CPU (when it stops).
 pub fn log_exit_stats(dom: &Domain, vcpu: u32) {
-    if let Some(s) = STATS.get(arch::cpu_id()).and_then(|s| s.lock().take()) {
+    if let Some(row) = STATS.get(arch::cpu_id()) {
+        let mut s = [0u64; NR_STATS];
+        for (v, c) in s.iter_mut().zip(row) {
+            *v = c.swap(0, Ordering::Relaxed);
+        }
+        let at = |w: Stat| s.get(w as usize).copied().unwrap_or(0);
         info!(
             "d{}v{}: exits: {} irq, {} wfi ({} waited), {} wfe, {} mmio, {} hvc/smc, {} sysreg, {} other; {} ticks at EL2, {} idle",
             dom.id,
             vcpu,
-            s.irq,
-            s.wfi,
-            s.wfi_waited,
-            s.wfe,
-            s.mmio,
-            s.call,
-            s.sysreg,
-            s.other,
-            s.el2_ticks,
-            s.idle_ticks
+            at(Stat::Irq),
+            at(Stat::Wfi),
+            at(Stat::WfiWaited),
+            at(Stat::Wfe),
+            at(Stat::Mmio),
+            at(Stat::Call),
+            at(Stat::SysReg),
+            at(Stat::Other),
+            at(Stat::El2Ticks),
+            at(Stat::IdleTicks)
         );
     }
     let (eoi, underflow) = irq::maintenance_counts();
@@ -204,23 +228,41 @@ pub fn log_exit_stats(dom: &Domain, vcpu: u32) {
     );
 }
 
+/// The list-register state `fill_lrs` last wrote on this CPU.
+struct LrHw {
+    /// LRs at and above this index hold zero.
+    written: usize,
+    /// ICH_HCR_EL2's value.
+    hcr: u64,
+}
+
 /// Writes the list registers from the vGIC; returns how many it used.
-fn fill_lrs(dom: &Domain, vcpu: u32, lrs: &mut [u64]) -> usize {
+fn fill_lrs(dom: &Domain, vcpu: u32, lrs: &mut [u64], hw: &mut LrHw) -> usize {
     let mut vgic = dom.vgic.lock();
     vgic.drain_hw_deactivations(vcpu as usize, &mut |pintid| {
         HostGic::deactivate(intid_of(pintid));
     });
     let fill = vgic.fill_lrs(vcpu as usize, lrs);
     drop(vgic);
-    for (n, lr) in lrs.iter().enumerate() {
+    for (n, lr) in lrs.iter().enumerate().take(hw.written.max(fill.used)) {
         sysregs::write_lr(n, if n < fill.used { *lr } else { 0 });
     }
-    sysregs::set_ich_hcr(ICH_HCR_EN | if fill.underflow { ICH_HCR_UIE } else { 0 });
+    hw.written = fill.used;
+    let hcr = ICH_HCR_EN | if fill.underflow { ICH_HCR_UIE } else { 0 };
+    if hcr != hw.hcr {
+        sysregs::set_ich_hcr(hcr);
+        hw.hcr = hcr;
+    }
     fill.used
 }
 
 /// Reads back the list registers `fill_lrs` used into the vGIC.
 fn sync_lrs(dom: &Domain, vcpu: u32, lrs: &mut [u64]) {
+    // Nothing was filled: nothing to read back, and only reading back
+    // produces kicks.
+    if lrs.is_empty() {
+        return;
+    }
     // An LR the hardware lists as empty (ELRSR) finished its interrupt: no
     // need to read it back, only to mark it invalid.
     let empty = sysregs::ich_elrsr();
@@ -269,6 +311,12 @@ pub fn handle_irqs(current: Option<(&'static Domain, u32)>) {
             let misr = sysregs::ich_misr();
             let eois = sysregs::ich_eisr().count_ones();
             irq::count_maintenance(misr, eois);
+            // The interrupt is a level: its condition (underflow, an
+            // EOI'd LR) holds until the next fill rewrites the LRs, so it
+            // would fire again at once. The virtual interface stays off
+            // until then (the guest loop rewrites ICH_HCR_EL2 after every
+            // interrupt exit).
+            sysregs::set_ich_hcr(0);
         } else if raw != irq::KICK_SGI {
             warn!("cpu {}: unexpected interrupt {}", arch::cpu_id(), raw);
         }
@@ -305,13 +353,13 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
     let esr_val = read!("esr_el2");
     match esr::decode(esr_val) {
         Trap::Hvc { imm: 0 } => {
-            stat(|s| s.call += 1);
+            stat(Stat::Call, 1);
             psci_call(dom, vcpu, regs)
         }
         Trap::Hvc {
             imm: crate::xen::HYPERCALL_TAG,
         } if dom.has_xen() => {
-            stat(|s| s.call += 1);
+            stat(Stat::Call, 1);
             crate::xen::hypercall(dom, vcpu, regs)
         }
         Trap::Smc { imm: 0 } => {
@@ -330,7 +378,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::Wfx { wfe } => {
-            stat(|s| if wfe { s.wfe += 1 } else { s.wfi += 1 });
+            stat(if wfe { Stat::Wfe } else { Stat::Wfi }, 1);
             regs.pc = regs.pc.wrapping_add(4);
             if wfe {
                 Next::Resume
@@ -339,7 +387,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             }
         }
         Trap::DataAbort(da) => {
-            stat(|s| s.mmio += 1);
+            stat(Stat::Mmio, 1);
             let ipa = sysregs::fault_ipa();
             // A fault inside a 2 MiB block being split into pages (Xen ABI
             // mappings) is transient: the entry is back, try again.
@@ -350,7 +398,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::SysReg(sr) => {
-            stat(|s| s.sysreg += 1);
+            stat(Stat::SysReg, 1);
             if sr.is(esr::ICC_SGI1R_EL1) && !sr.read {
                 let value = regs.get(sr.rt);
                 let mask = dom.vgic.lock().send_sgi(vcpu as usize, value);
@@ -388,7 +436,7 @@ fn handle_sync(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs) -> Next {
             Next::Resume
         }
         Trap::Other { ec } => {
-            stat(|s| s.other += 1);
+            stat(Stat::Other, 1);
             dom.crash(
                 vcpu,
                 format_args!(
@@ -424,11 +472,9 @@ fn wait_for_interrupt(dom: &Domain, vcpu: u32) -> Next {
     let t0 = arch::counter();
     aarch64_cpu::asm::wfi();
     let waited = arch::counter().wrapping_sub(t0);
-    stat(|s| {
-        s.wfi_waited += 1;
-        s.idle_ticks += waited;
-        s.el2_ticks = s.el2_ticks.wrapping_sub(waited);
-    });
+    stat(Stat::WfiWaited, 1);
+    stat(Stat::IdleTicks, waited);
+    stat(Stat::El2Ticks, waited.wrapping_neg());
     Next::Resume
 }
 
