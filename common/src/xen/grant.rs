@@ -873,8 +873,8 @@ fn copy_one(
     r
 }
 
-/// Copies `len` bytes between two pages through a stack buffer (backwards
-/// when the ranges overlap in one page with the destination above).
+/// Copies `len` bytes between two pages (as memmove when both are the
+/// same page).
 fn copy_bytes(
     env: &dyn Env,
     src: (DomId, u64, u16),
@@ -892,24 +892,15 @@ fn copy_bytes(
     let (Some(sp), Some(dp)) = (env.ram_page(src.0, src.1), env.ram_page(dst.0, dst.1)) else {
         return Err(fail(GNTST_GENERAL_ERROR, "copy page gone", src.1));
     };
-    const BUF: usize = 256;
-    let mut buf = [0u8; BUF];
-    let chunks = len.div_ceil(BUF);
-    let backwards = core::ptr::eq(sp, dp) && dof > so;
-    for k in 0..chunks {
-        let k = if backwards { chunks - 1 - k } else { k };
-        let at = k * BUF;
-        let n = BUF.min(len - at);
-        let Some(tmp) = buf.get_mut(..n) else { break };
-        if !sp.read(so + at, tmp) || !dp.write(dof + at, tmp) {
-            return Err(fail(
-                GNTST_GENERAL_ERROR,
-                "copy out of the page at",
-                (so + at) as u64,
-            ));
-        }
+    if dp.copy_range(dof, sp, so, len) {
+        Ok(())
+    } else {
+        Err(fail(
+            GNTST_GENERAL_ERROR,
+            "copy out of the page at",
+            so as u64,
+        ))
     }
-    Ok(())
 }
 
 /// One GNTTABOP_swap_grant_ref entry (the caller's own table).
