@@ -122,6 +122,17 @@ impl Dev {
         }
     }
 
+    /// ioctl(2) returning the bare errno on failure: no message is built,
+    /// so a benchmark loop times the kernel, not our error formatting.
+    ///
+    /// # Safety
+    /// As [`Dev::ioctl`].
+    pub unsafe fn ioctl_errno<T>(&self, req: u32, arg: *mut T) -> Result<i32, i32> {
+        // SAFETY: as for `ioctl`, the caller vouches for `arg`.
+        let rc = unsafe { libc::ioctl(self.raw(), req as libc::Ioctl, arg) };
+        if rc < 0 { Err(errno()) } else { Ok(rc) }
+    }
+
     /// Waits up to `timeout_ms` for the descriptor to become readable.
     pub fn wait_readable(&self, timeout_ms: i32) -> Result<bool, SysErr> {
         let mut p = libc::pollfd {
