@@ -20,6 +20,8 @@ use core::fmt;
 
 /// Depth of the receive FIFO (the hardware's).
 pub const RX_FIFO_DEPTH: usize = 32;
+/// Most bytes [`Pl011::queue_rx`] holds beyond the FIFO.
+pub const RX_BACKLOG_MAX: usize = 4096;
 
 /// Data register.
 pub const DR: u64 = 0x000;
@@ -134,6 +136,11 @@ impl fmt::Display for Pl011Error {
 #[derive(Clone, Debug)]
 pub struct Pl011 {
     rx: VecDeque<u8>,
+    /// Console input waiting for room in the FIFO ([`Pl011::queue_rx`]):
+    /// the flow control a terminal server gives, so a pasted line is not
+    /// cut at 32 bytes while the guest is busy. Refilled from as the guest
+    /// reads DR.
+    backlog: VecDeque<u8>,
     /// Latched interrupt bits (only OE here); RX, RT and TX are computed.
     latched: u32,
     rsr: u32,
@@ -175,6 +182,7 @@ impl Pl011 {
     pub fn new() -> Self {
         Pl011 {
             rx: VecDeque::with_capacity(RX_FIFO_DEPTH),
+            backlog: VecDeque::new(),
             latched: 0,
             rsr: 0,
             ilpr: 0,
@@ -191,8 +199,14 @@ impl Pl011 {
     /// Back to the reset state (received bytes are dropped).
     pub fn reset(&mut self) {
         self.rx.clear();
+        self.backlog.clear();
         let rx = core::mem::take(&mut self.rx);
-        *self = Pl011 { rx, ..Pl011::new() };
+        let backlog = core::mem::take(&mut self.backlog);
+        *self = Pl011 {
+            rx,
+            backlog,
+            ..Pl011::new()
+        };
     }
 
     /// Raw interrupt status: TX always (the FIFO is always empty), RX and
@@ -248,11 +262,41 @@ impl Pl011 {
         true
     }
 
+    /// Console input with flow control: into the FIFO when it has room and
+    /// nothing waits before it, else into the backlog (up to
+    /// [`RX_BACKLOG_MAX`] bytes), which refills the FIFO as the guest reads.
+    /// False only when the backlog is full too: then the byte is lost with
+    /// an overrun, as [`Pl011::push_rx`] does.
+    pub fn queue_rx(&mut self, byte: u8) -> bool {
+        if self.backlog.is_empty() && self.rx.len() < RX_FIFO_DEPTH {
+            self.rx.push_back(byte);
+            true
+        } else if self.backlog.len() < RX_BACKLOG_MAX {
+            self.backlog.push_back(byte);
+            true
+        } else {
+            self.push_rx(byte)
+        }
+    }
+
+    /// Bytes held in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
     /// A guest read of `size` bytes at `offset`.
     pub fn read(&mut self, offset: u64, size: u8) -> Result<u32, Pl011Error> {
         let mask = check(offset, size)?;
         let v = match offset {
-            DR => self.rx.pop_front().map_or(0, u32::from),
+            DR => {
+                let v = self.rx.pop_front().map_or(0, u32::from);
+                if self.rx.len() < RX_FIFO_DEPTH
+                    && let Some(b) = self.backlog.pop_front()
+                {
+                    self.rx.push_back(b);
+                }
+                v
+            }
             RSR_ECR => self.rsr,
             FR => self.fr(),
             ILPR => self.ilpr,
@@ -452,6 +496,33 @@ mod tests {
         wr(&mut u, IMSC, INT_RT);
         u.push_rx(b'b');
         assert_eq!(rd(&mut u, MIS), INT_RT);
+    }
+
+    #[test]
+    fn queued_input_waits_for_room_instead_of_overrunning() {
+        let mut u = Pl011::new();
+        let line: Vec<u8> = (0..200u32).map(|i| (i % 251) as u8).collect();
+        for &b in &line {
+            assert!(u.queue_rx(b));
+        }
+        assert_eq!(u.rx_len(), RX_FIFO_DEPTH);
+        assert_eq!(u.backlog_len(), 200 - RX_FIFO_DEPTH);
+        assert_eq!(rd(&mut u, RIS) & INT_OE, 0, "no overrun");
+        let mut got = Vec::new();
+        while rd(&mut u, FR) & FR_RXFE == 0 {
+            got.push(rd(&mut u, DR) as u8);
+        }
+        assert_eq!(got, line, "every byte, in order");
+        assert_eq!(u.backlog_len(), 0);
+        // Beyond the backlog the byte is lost with an overrun.
+        for i in 0..RX_FIFO_DEPTH + RX_BACKLOG_MAX {
+            assert!(u.queue_rx(i as u8));
+        }
+        assert!(!u.queue_rx(0));
+        assert_ne!(rd(&mut u, RIS) & INT_OE, 0);
+        // Reset drops it all.
+        u.reset();
+        assert_eq!((u.rx_len(), u.backlog_len()), (0, 0));
     }
 
     #[test]

@@ -336,7 +336,7 @@ fn console_input() {
             let Some(dom) = console::focus().and_then(crate::sched::domain) else {
                 continue;
             };
-            dom.uart.lock().push_rx(byte);
+            dom.uart.lock().queue_rx(byte);
             pushed |= 1 << (dom.id % 64);
         }
     }
