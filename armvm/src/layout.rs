@@ -92,3 +92,69 @@ pub const fn in_ram(ipa: u64, len: u64, ram_size: u64) -> bool {
         None => false,
     }
 }
+
+/// Why guest range `base..base+size` cannot hold static shared memory in
+/// a domain with `ram_size` bytes of RAM, or None when that space is free:
+/// inside the IPA space and clear of the RAM, the grant-table window and
+/// the emulated device frames. (The extended regions are cut around it
+/// by [`crate::guest_dt::extended_regions`].)
+pub fn shm_conflict(base: u64, size: u64, ram_size: u64) -> Option<&'static str> {
+    let Some(end) = base.checked_add(size) else {
+        return Some("wraps");
+    };
+    let clear = |s: u64, len: u64| end <= s || base >= s + len;
+    if size == 0 {
+        Some("is empty")
+    } else if end > 1 << IPA_BITS {
+        Some("lies beyond the guest's 40-bit address space")
+    } else if !clear(RAM0_BASE, ram_size) {
+        Some("overlaps the domain's RAM")
+    } else if !clear(GNTTAB_BASE, GNTTAB_SIZE) {
+        Some("overlaps the grant-table window")
+    } else if !clear(GICD_BASE, GICD_SIZE) || !clear(GICR_BASE, GICR_WINDOW) {
+        Some("overlaps the virtual GIC")
+    } else if !clear(VPL011_BASE, VPL011_SIZE) {
+        Some("overlaps the virtual UART")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod shm_tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_must_sit_in_free_guest_space() {
+        let ram = 256 << 20;
+        assert_eq!(shm_conflict(0x1_0000_0000, 0x20_0000, ram), None);
+        assert_eq!(
+            shm_conflict(RAM0_BASE + ram, 0x1000, ram),
+            None,
+            "just above RAM"
+        );
+        assert_eq!(shm_conflict(0x1000_0000, 0x1000, ram), None, "a low hole");
+        assert_eq!(
+            shm_conflict(RAM0_BASE + ram - 0x1000, 0x2000, ram),
+            Some("overlaps the domain's RAM")
+        );
+        assert_eq!(
+            shm_conflict(GNTTAB_BASE + 0x1000, 0x1000, ram),
+            Some("overlaps the grant-table window")
+        );
+        assert_eq!(
+            shm_conflict(GICR_BASE, 0x1000, ram),
+            Some("overlaps the virtual GIC")
+        );
+        assert_eq!(
+            shm_conflict(VPL011_BASE - 0x1000, 0x2000, ram),
+            Some("overlaps the virtual UART")
+        );
+        assert_eq!(
+            shm_conflict((1 << IPA_BITS) - 0x1000, 0x2000, ram),
+            Some("lies beyond the guest's 40-bit address space")
+        );
+        assert_eq!(shm_conflict(u64::MAX - 0xfff, 0x2000, ram), Some("wraps"));
+        assert_eq!(shm_conflict(0x1000_0000, 0, ram), Some("is empty"));
+    }
+}

@@ -125,6 +125,23 @@ pub struct DomainConfig {
     /// It speaks Xen's guest ABI (`xen,enhanced`): its tree gets the
     /// `/hypervisor` node.
     pub xen: bool,
+    /// Static shared memory (xen,domain-shared-memory-v1) mapped into it:
+    /// host pages kept out of the heap at boot, writable by every domain
+    /// that names the region.
+    pub shm: Vec<ShmMap>,
+}
+
+/// One static shared-memory region as a domain sees it.
+#[derive(Clone, Debug)]
+pub struct ShmMap {
+    /// `xen,shm-id`.
+    pub id: String,
+    /// Host physical address (page aligned, outside the heap).
+    pub host: u64,
+    /// Guest physical address (page aligned, free in the guest's map).
+    pub guest: u64,
+    /// Bytes (page multiple).
+    pub size: u64,
 }
 
 /// One piece of a domain's RAM: `size` bytes at host `pa`, seen by the
@@ -368,6 +385,13 @@ impl Domain {
             ram.free();
             return Err(e);
         }
+        for m in &cfg.shm {
+            // Never executable: a region another domain writes is not code.
+            if let Err(e) = stage2.map(m.guest, m.host, m.size, Access::DataReadWrite) {
+                ram.free();
+                return Err(BuildError::Stage2(e));
+            }
+        }
         let mpidrs: Vec<u64> = (0..nr as u32).map(layout::vcpu_mpidr).collect();
         let vcpus = cfg
             .placement
@@ -441,6 +465,15 @@ impl Domain {
         self.ram.lock().host_of(off)
     }
 
+    /// Whether guest-physical `ipa` lies in one of its static shared-memory
+    /// regions (which the Xen ABI must not map over).
+    pub fn in_shm(&self, ipa: u64) -> bool {
+        self.cfg
+            .shm
+            .iter()
+            .any(|m| ipa >= m.guest && ipa - m.guest < m.size)
+    }
+
     /// Its stage-2 translation.
     pub fn stage2(&self) -> &Stage2 {
         &self.stage2
@@ -504,6 +537,13 @@ impl Domain {
             None => None,
         };
 
+        let shm: Vec<(u64, u64, &str)> = self
+            .cfg
+            .shm
+            .iter()
+            .map(|m| (m.guest, m.size, m.id.as_str()))
+            .collect();
+        let extended = armvm::guest_dt::extended_regions(&shm);
         let dt = armvm::guest_dt::build(&armvm::guest_dt::GuestDtConfig {
             ram_size,
             nr_vcpus: self.vcpus.len() as u32,
@@ -513,10 +553,10 @@ impl Domain {
             vpl011: self.cfg.vpl011,
             xen: self.cfg.xen.then_some(armvm::guest_dt::XenNode {
                 grant_table: (layout::GNTTAB_BASE, layout::GNTTAB_SIZE),
-                extended: &[(layout::EXT_REGION_BASE, layout::EXT_REGION_SIZE)],
+                extended: &extended,
                 evtchn_ppi: layout::EVTCHN_INTID,
             }),
-            shm: &[],
+            shm: &shm,
         })
         .map_err(BuildError::Dt)?;
         if dt.len() as u64 > DTB_SPACE {

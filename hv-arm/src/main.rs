@@ -39,6 +39,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use armvm::layout;
 use arrayvec::ArrayVec;
 use boards::{Attr, SELECTED};
 use common::dom0less::{self, Boot, OnCrash};
@@ -48,7 +49,7 @@ use common::platform::{Conduit, Gic, Platform, UartKind as DtUartKind};
 use gic::host::HostGic;
 
 use crate::cpus::CpuSlot;
-use crate::domain::{Domain, DomainConfig};
+use crate::domain::{Domain, DomainConfig, ShmMap};
 
 /// Per-CPU tables are sized by the board's CPU bound.
 pub const MAX_CPUS: usize = SELECTED.max_cpus;
@@ -150,8 +151,10 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
         );
     }
 
-    // The heap: that memory less the modules.
-    let free = usable_memory(&platform, dtb_range, Some(&boot.modules));
+    // The heap: that memory less the modules and the static shared
+    // memory, whose host pages belong to the domains naming them.
+    let mut free = usable_memory(&platform, dtb_range, Some(&boot.modules));
+    let shm = reserve_shared_memory(&boot, &mut free);
     let added = heap::init(&free);
     println!("heap: {} MiB in {} ranges", added >> 20, free.len());
     info!("heap: {} bytes from {} free ranges", added, free.len());
@@ -247,7 +250,7 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     GUEST_INTIDS.call_once(|| (maintenance, platform.timer.virt.intid));
     let hv_args = boot.xen_bootargs.or(platform.bootargs).unwrap_or("");
     console::set_timestamps(bootarg(hv_args, "hv.console_timestamps").is_some_and(|v| v != "0"));
-    let domains = build_domains(&boot, hv_args, &slots, online);
+    let domains = build_domains(&boot, &shm, hv_args, &slots, online);
     if !domains.is_empty() {
         let slice = bootarg(hv_args, "sched_slice_ms")
             .and_then(|v| v.parse::<u32>().ok())
@@ -526,6 +529,7 @@ fn usable_memory(p: &Platform, dtb: PhysRange, modules: Option<&Modules>) -> Ran
 /// be built is reported and left out; the others still boot.
 fn build_domains(
     boot: &Boot,
+    shm: &Shm,
     hv_args: &str,
     slots: &[CpuSlot],
     online: usize,
@@ -613,19 +617,13 @@ fn build_domains(
             vpl011: true,
             on_crash: OnCrash::Destroy,
             xen: false,
+            shm: Vec::new(),
         });
     }
     for spec in boot.domains.iter() {
-        // Static shared memory is parsed and checked, but its host pages
-        // are not yet kept out of the heap nor mapped: such a domain is
-        // refused rather than handed a region another domain may get.
-        if !spec.shared_mems.is_empty() {
-            println!(
-                "/chosen/{}: static shared memory (xen,domain-shared-memory-v1) is not supported yet; not built",
-                spec.node
-            );
+        let Some(maps) = shm.maps_for(spec) else {
             continue;
-        }
+        };
         let bootargs = String::from(spec.bootargs.unwrap_or(""));
         build(
             spec.node,
@@ -643,6 +641,7 @@ fn build_domains(
                 vpl011: spec.vpl011,
                 on_crash: spec.on_crash,
                 xen: spec.xen_interfaces(),
+                shm: maps.clone(),
             },
         );
     }
@@ -678,11 +677,23 @@ fn connect_xen(boot: &Boot, built: &[&'static Domain]) {
             println!("{}: Xen interfaces not set up (errno {})", spec.node, e);
         }
     }
+    // Two built domains may open channels and grants between them when the
+    // DT links them: hv,xen-peers, a static event channel or a static
+    // shared-memory region in common (DomainSpec::may_talk).
+    for (i, a) in boot.domains.iter().enumerate() {
+        for b in boot.domains.iter().skip(i + 1) {
+            if let (Some(x), Some(y)) = (id_of(a.node), id_of(b.node))
+                && a.may_talk(b)
+            {
+                xen::allow(x, y);
+            }
+        }
+    }
     for spec in boot.domains.iter() {
         let Some(me) = id_of(spec.node) else { continue };
         for peer in spec.peers.iter() {
             match id_of(peer) {
-                Some(p) => xen::allow(me, p),
+                Some(_) => {}
                 None => println!(
                     "{}: hv,xen-peers names {}, which was not built with Xen interfaces: skipped",
                     spec.node, peer
@@ -716,6 +727,83 @@ fn connect_xen(boot: &Boot, built: &[&'static Domain]) {
             }
         }
     }
+}
+
+/// The static shared-memory regions kept out of the heap, and the ids
+/// that could not be.
+/// Built before the heap exists: no allocation (the ids borrow the DTB).
+struct Shm<'a> {
+    kept: ArrayVec<(&'a str, PhysRange), 32>,
+    refused: ArrayVec<&'a str, 32>,
+}
+
+impl Shm<'_> {
+    /// The mappings of `spec`'s regions, or None (with a line saying why)
+    /// when one of them was refused or does not fit the guest's map.
+    fn maps_for(&self, spec: &dom0less::DomainSpec) -> Option<Vec<ShmMap>> {
+        let mut out = Vec::new();
+        for m in spec.shared_mems.iter() {
+            if self.refused.contains(&m.id) || !self.kept.iter().any(|(id, _)| *id == m.id) {
+                println!(
+                    "/chosen/{}: static shared memory {} was not set aside; not built",
+                    spec.node, m.id
+                );
+                return None;
+            }
+            if let Some(why) = layout::shm_conflict(m.guest, m.size, spec.memory) {
+                println!(
+                    "/chosen/{}: static shared memory {} at guest {:#x} ({:#x} bytes) {}; not built",
+                    spec.node, m.id, m.guest, m.size, why
+                );
+                return None;
+            }
+            out.push(ShmMap {
+                id: String::from(m.id),
+                host: m.host,
+                guest: m.guest,
+                size: m.size,
+            });
+        }
+        Some(out)
+    }
+}
+
+/// Takes each static shared-memory region (one per `xen,shm-id`) out of
+/// `free` before the heap gets it, and zeroes it. The parser already
+/// checked that the host range lies in RAM outside the image, the DTB,
+/// the reservations and every module; a region that is not inside `free`
+/// all the same is refused, and so are the domains naming it.
+fn reserve_shared_memory<'a>(boot: &Boot<'a>, free: &mut RangeSet<32>) -> Shm<'a> {
+    let mut shm = Shm {
+        kept: ArrayVec::new(),
+        refused: ArrayVec::new(),
+    };
+    for (id, r) in boot.shm_regions() {
+        let inside = free
+            .iter()
+            .any(|f| f.start <= r.start && r.end <= f.end && r.start < r.end);
+        if !inside || shm.kept.is_full() || free.remove(r).is_err() {
+            println!(
+                "shared memory {}: host {:#x}-{:#x} is not free RAM; domains naming it are not built",
+                id, r.start, r.end
+            );
+            let _ = shm.refused.try_push(id);
+            continue;
+        }
+        // SAFETY: `r` was just removed from the RAM the heap will get: it
+        // is page-aligned RAM inside the boot map's normal windows that
+        // nothing else owns, and no guest runs yet.
+        unsafe { mem::scrub(r.start as usize, r.size() as usize) };
+        println!(
+            "shared memory {}: host {:#x}-{:#x} ({} KiB) set aside",
+            id,
+            r.start,
+            r.end,
+            r.size() >> 10
+        );
+        shm.kept.push((id, r));
+    }
+    shm
 }
 
 /// Assigns logical ids (boot CPU first, then DT order) and redistributor frames.

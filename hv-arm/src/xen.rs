@@ -307,7 +307,7 @@ impl Env for ArmEnv {
     fn map_frame(&self, dom: DomId, gfn: u64, frame: HostFrame, writable: bool) -> Result<(), i32> {
         let d = crate::sched::domain(dom).ok_or(abi::ESRCH)?;
         let ipa = gfn.checked_mul(4096).ok_or(abi::EINVAL)?;
-        if emulated(ipa) {
+        if emulated(ipa) || d.in_shm(ipa) {
             return Err(abi::EINVAL);
         }
         let access = if writable {
@@ -321,7 +321,7 @@ impl Env for ArmEnv {
     fn unmap_frame(&self, dom: DomId, gfn: u64) -> Result<(), i32> {
         let d = crate::sched::domain(dom).ok_or(abi::ESRCH)?;
         let ipa = gfn.checked_mul(4096).ok_or(abi::EINVAL)?;
-        if emulated(ipa) {
+        if emulated(ipa) || d.in_shm(ipa) {
             return Err(abi::EINVAL);
         }
         d.stage2().unmap_page(ipa).map_err(map_errno)

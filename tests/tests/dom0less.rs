@@ -307,6 +307,20 @@ fn malformed_domains_are_refused_by_name_and_the_good_one_boots() {
             "/chosen/bad: cannot build: 3072 MiB of memory asked for",
         ),
         (
+            // Static shared memory the parser accepts, but whose guest
+            // range lies in the domain's own RAM.
+            "shm-over-guest-ram",
+            domain(
+                "bad",
+                8192,
+                &(module("kernel", k, high, 0x1000)
+                    + "\t\t\tshm { compatible = \"xen,domain-shared-memory-v1\"; \
+                       xen,shm-id = \"s\"; \
+                       xen,shared-mem = <0x0 0x71000000 0x0 0x40000000 0x0 0x1000>; };\n"),
+            ),
+            "/chosen/bad: static shared memory s at guest 0x40000000 (0x1000 bytes) overlaps the domain's RAM; not built",
+        ),
+        (
             "33rd-module",
             full,
             "/chosen/bad10/ramdisk: more than 32 boot modules",

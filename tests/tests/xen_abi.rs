@@ -61,12 +61,23 @@ fn linux_detects_xen_and_sets_up_its_interfaces() {
 fn two_domains_ping_pong_and_share_pages_through_linux_drivers() {
     let ctrl_a = "\u{1}\u{1}\u{1}";
     let steps = vec![
-        ConsoleStep::new("(linux1) HVTEST: shell", "sleep 2; xentool serve 2\r"),
+        // linux1 writes the static shared memory, then serves: one typed
+        // line of 90 bytes, more than the UART's FIFO (the rest waits in
+        // the vPL011's backlog instead of being lost).
+        ConsoleStep::new(
+            "(linux1) HVTEST: shell",
+            "devmem 0x23000000 32 0x5eed1234; devmem 0x231ffffc 32 0xc0ffee01; \
+             sleep 2; xentool serve 2\r",
+        ),
         ConsoleStep::new("(linux1) XT: serve port=", ""),
         ConsoleStep::new("\n", ctrl_a),
         ConsoleStep::new("", "xentool connect 1 ${port} ${rw} ${ro}\r"),
         ConsoleStep::new("(linux2) XT: connect ", "xentool status-static 11\r"),
-        ConsoleStep::new("(linux2) XT: static port=11", "poweroff -f\r"),
+        // linux2 reads both ends of the region back.
+        ConsoleStep::new("(linux2) XT: static port=11", "a=$(devmem 0x23000000 32)\r"),
+        ConsoleStep::new("(linux2) / # ", "b=$(devmem 0x231ffffc 32)\r"),
+        ConsoleStep::new("(linux2) / # ", "echo SHM $a $b\r"),
+        ConsoleStep::new("(linux2) SHM ", "poweroff -f\r"),
         ConsoleStep::new("(linux2) powered off", "\rpoweroff -f\r"),
     ];
     let out = boot(&xen_pair("xen"), "", "xen-pingpong", steps);
@@ -112,6 +123,16 @@ fn two_domains_ping_pong_and_share_pages_through_linux_drivers() {
     }
     assert!(two.contains("XT: alive ok"), "alive\n{t}");
     assert!(two.contains("XT: connect ok"), "client\n{t}");
+    // The static shared memory: what linux1 wrote, linux2 reads.
+    assert!(
+        two.contains("SHM 0x5EED1234 0xC0FFEE01"),
+        "static shared memory\n{t}"
+    );
+    assert!(
+        out.console
+            .contains("shared memory ring: host 0x70000000-0x70200000 (2048 KiB) set aside"),
+        "{t}"
+    );
     // The static channel from the tree, seen through EVTCHNOP_status.
     assert!(
         two.contains("XT: static port=11 status=2 remote_dom=1 remote_port=10"),
