@@ -154,6 +154,8 @@ struct GuestOut {
     len: usize,
     /// Its next byte starts a line (gets the prefix).
     at_start: bool,
+    /// The vCPU that wrote the held bytes (u32::MAX: a hypercall).
+    writer: u32,
 }
 
 /// Every domain's output state and which of them has a partial line on
@@ -170,6 +172,7 @@ static OUTPUTS: Mutex<Outputs> = Mutex::new(Outputs {
             line: [0; LINE_MAX],
             len: 0,
             at_start: true,
+            writer: u32::MAX,
         }
     }; MAX_IDS],
     open: 0,
@@ -202,12 +205,13 @@ fn close_other(o: &mut Outputs, tx: &mut UartTx, id: u16) {
 /// One byte of a domain's console output. Every line is shown prefixed
 /// with `(name) `, a whole line at a time, so lines of different domains
 /// never mix. A partial line (a shell prompt, typed characters echoed)
-/// of the domain with the input focus shows as soon as that domain idles
-/// ([`guest_idle`]).
-pub fn guest_put(id: u16, name: &str, byte: u8) {
+/// of the domain with the input focus shows as soon as the vCPU writing
+/// it idles ([`guest_idle`]).
+pub fn guest_put(id: u16, name: &str, vcpu: u32, byte: u8) {
     let irqs = crate::arch::irq_save();
     let mut o = OUTPUTS.lock();
     if let Some(d) = o.doms.get_mut(usize::from(id)) {
+        d.writer = vcpu;
         if d.len < LINE_MAX {
             d.line[d.len] = byte;
             d.len += 1;
@@ -220,16 +224,23 @@ pub fn guest_put(id: u16, name: &str, byte: u8) {
     crate::arch::irq_restore(irqs);
 }
 
-/// A vCPU of domain `id` waits for an interrupt: if the domain has the
-/// input focus, its partial line is shown (it is likely waiting for
-/// input after a prompt).
-pub fn guest_idle(id: u16, name: &str) {
+/// vCPU `vcpu` of domain `id` waits for an interrupt: if the domain has
+/// the input focus and this vCPU wrote its partial line, the line is shown
+/// (likely a prompt waiting for input). Another vCPU idling while the
+/// writer is mid-line does not show it: another domain's line could then
+/// cut it in two.
+pub fn guest_idle(id: u16, name: &str, vcpu: u32) {
     if FOCUS.load(Ordering::Relaxed) != id {
         return;
     }
     let irqs = crate::arch::irq_save();
     let mut o = OUTPUTS.lock();
-    flush(&mut o, id, name);
+    if o.doms
+        .get(usize::from(id))
+        .is_some_and(|d| d.writer == vcpu)
+    {
+        flush(&mut o, id, name);
+    }
     drop(o);
     crate::arch::irq_restore(irqs);
 }

@@ -457,7 +457,7 @@ pub fn block(dom: &Domain, vcpu: u32) -> Next {
 /// A trapped WFI: back to the guest at once if it has an interrupt to
 /// take, else wait here (IRQs stay masked at EL2; WFI still wakes).
 fn wait_for_interrupt(dom: &Domain, vcpu: u32) -> Next {
-    console::guest_idle(dom.id, dom.name());
+    console::guest_idle(dom.id, dom.name(), vcpu);
     if dom.vgic.lock().has_deliverable(vcpu as usize) || dom.stopping() != Stop::None {
         return Next::Resume;
     }
@@ -624,7 +624,7 @@ fn mmio(dom: &'static Domain, vcpu: u32, regs: &mut GuestRegs, ipa: u64, da: esr
             let mut u = dom.uart.lock();
             let r = if da.write {
                 u.write(off, size, value as u32, &mut |b| {
-                    console::guest_put(dom.id, dom.name(), b)
+                    console::guest_put(dom.id, dom.name(), vcpu, b)
                 })
                 .map(|_| 0)
             } else {

@@ -348,7 +348,8 @@ impl Env for ArmEnv {
             return;
         };
         for &b in bytes {
-            crate::console::guest_put(dom, d.name(), b);
+            // Not a vCPU's UART: shown a whole line at a time.
+            crate::console::guest_put(dom, d.name(), u32::MAX, b);
         }
     }
 
