@@ -13,6 +13,28 @@ fn call(xen: &mut Xen, env: &TestEnv, dom: DomId, nr: u64, args: [u64; 5]) -> Re
 }
 
 #[test]
+fn lockless_calls_answer_what_the_dispatcher_does() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = env.xen();
+    let version = [XENVER_VERSION, 0, 0, 0, 0];
+    assert_eq!(
+        lockless(HC_XEN_VERSION, version),
+        Some(call(&mut xen, &env, D1, HC_XEN_VERSION, version))
+    );
+    // Anything that reads or writes guest memory or state takes the lock.
+    for (nr, cmd) in [
+        (HC_XEN_VERSION, XENVER_EXTRAVERSION),
+        (HC_XEN_VERSION, XENVER_GET_FEATURES),
+        (HC_EVENT_CHANNEL_OP, 4),
+        (HC_SCHED_OP, 0),
+        (HC_GRANT_TABLE_OP, 0),
+        (HC_CONSOLE_IO, 0),
+    ] {
+        assert_eq!(lockless(nr, [cmd, 0, 0, 0, 0]), None, "{nr}/{cmd}");
+    }
+}
+
+#[test]
 fn version_and_features() {
     let env = TestEnv::new(&[D1], 16);
     let mut xen = env.xen();
