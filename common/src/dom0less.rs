@@ -1147,6 +1147,191 @@ fn vcpu(
     Ok(())
 }
 
+/// Checks what every result of [`parse`] holds together, whatever the
+/// tree: modules apart and owned, each accepted domain's sizes and modules
+/// inside `ram`, its static channels, shared memory and peers consistent
+/// across domains, every error naming its node. Panics on the first
+/// violation. For the unit tests and the dom0less fuzz target (feature
+/// `testenv`); `ram` is what was given to [`parse`].
+#[cfg(any(test, feature = "testenv"))]
+pub fn check_invariants(boot: &Boot<'_>, ram: &[PhysRange]) {
+    let all: alloc::vec::Vec<_> = boot.modules.iter().collect();
+    assert_eq!(all.len(), boot.modules.len());
+    assert!(all.len() <= MAX_MODULES);
+    // Distinct entries never share a byte (identical ones are one entry).
+    for (i, m) in all.iter().enumerate() {
+        assert!(m.range.start < m.range.end, "empty module {m:?}");
+        assert_ne!(m.owners, 0, "{m:?} has no owner");
+        assert!(
+            m.owner < 32 && m.owners & (1 << m.owner) != 0,
+            "{m:?} lacks its own bit"
+        );
+        // Owner n is domains[n - 1], owner 0 the top-level set.
+        assert!(
+            m.owners >> (boot.domains.len() + 1) == 0,
+            "{m:?}: stray owner"
+        );
+        for o in &all[..i] {
+            assert!(
+                m.range.end <= o.range.start || o.range.end <= m.range.start,
+                "{m:?} overlaps {o:?}"
+            );
+        }
+    }
+    assert!(boot.domains.len() <= MAX_DOMAINS);
+    for (i, d) in boot.domains.iter().enumerate() {
+        let bit = 1u32 << (i + 1);
+        assert!((MIN_MEMORY..=MAX_MEMORY).contains(&d.memory));
+        assert_eq!(d.memory % MEMORY_ALIGN, 0);
+        assert!((1..=MAX_VCPUS).contains(&d.cpus));
+        assert!(d.affinity[d.cpus as usize..].iter().all(|&a| a == 0));
+        assert!(!d.direct_map);
+        let mut used = GUEST_DTB_ROOM;
+        for m in [Some(d.kernel), d.ramdisk, d.device_tree]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                ram.iter().any(|r| r.contains(&m.range)),
+                "{m:?} of {} outside RAM",
+                d.node
+            );
+            assert!(
+                all.iter()
+                    .any(|t| t.owners & bit != 0 && t.range == m.range && t.kind == m.kind),
+                "{m:?} of {} not in the table",
+                d.node
+            );
+            used += m.range.size();
+        }
+        assert!(used <= d.memory, "{}: modules do not fit", d.node);
+        // The table holds no module of this domain beyond the three.
+        assert!(all.iter().filter(|t| t.owners & bit != 0).count() <= 3);
+        check_static_invariants(boot, d, ram);
+    }
+    // Shared regions across domains: one id is one range, ids apart, one
+    // owner at most; the region list names each once.
+    let shms: alloc::vec::Vec<_> = boot
+        .domains
+        .iter()
+        .flat_map(|d| d.shared_mems.iter().map(move |m| (d.node, m)))
+        .collect();
+    for (i, (d, m)) in shms.iter().enumerate() {
+        for (e, n) in &shms[..i] {
+            if m.id == n.id {
+                assert_eq!((m.host, m.size), (n.host, n.size), "{d}, {e}: {}", m.id);
+                assert!(!(m.owner && n.owner), "{d}, {e} both own {}", m.id);
+            } else {
+                assert!(
+                    !m.host_range().overlaps(&n.host_range()),
+                    "{d}'s {} overlaps {e}'s {}",
+                    m.id,
+                    n.id
+                );
+            }
+        }
+    }
+    let regions: alloc::vec::Vec<_> = boot.shm_regions().collect();
+    for (i, (id, r)) in regions.iter().enumerate() {
+        assert!(regions[..i].iter().all(|(j, q)| j != id && !q.overlaps(r)));
+    }
+    assert!(
+        shms.iter()
+            .all(|(_, m)| regions.contains(&(m.id, m.host_range())))
+    );
+    for (d, p) in boot.unknown_peers() {
+        assert!(boot.domains.iter().any(|e| e.node == d));
+        assert!(!boot.domains.iter().any(|e| e.node == p));
+    }
+    for e in &boot.errors {
+        let s = alloc::string::ToString::to_string(e);
+        assert!(
+            s.starts_with("/chosen/") && s.ends_with("; domain not built"),
+            "{s}"
+        );
+        assert!(!s.contains('\n'));
+    }
+    if let Some(e) = boot.dom0_error {
+        assert!(
+            all.iter().all(|t| t.owners & 1 == 0),
+            "{e:?} not rolled back"
+        );
+    }
+    let _ = alloc::format!("{boot:?}");
+}
+
+/// [`check_invariants`] of one accepted domain's static event channels,
+/// shared memory and peers.
+#[cfg(any(test, feature = "testenv"))]
+fn check_static_invariants(boot: &Boot<'_>, d: &DomainSpec<'_>, ram: &[PhysRange]) {
+    assert!(d.static_evtchns.len() <= MAX_STATIC_EVTCHNS);
+    for (i, e) in d.static_evtchns.iter().enumerate() {
+        assert!((1..=MAX_STATIC_PORT).contains(&e.local_port), "{e:?}");
+        assert!((1..=MAX_STATIC_PORT).contains(&e.peer_port), "{e:?}");
+        assert!(
+            d.static_evtchns[..i]
+                .iter()
+                .all(|o| o.local_port != e.local_port),
+            "{}: port {} twice",
+            d.node,
+            e.local_port
+        );
+        // The peer, when built, has the other end pointing back.
+        let back = StaticEvtchn {
+            local_port: e.peer_port,
+            peer_domain: d.node,
+            peer_port: e.local_port,
+        };
+        let peers: alloc::vec::Vec<_> = boot
+            .domains
+            .iter()
+            .filter(|p| p.node == e.peer_domain)
+            .collect();
+        assert!(
+            peers.is_empty() || peers.iter().any(|p| p.static_evtchns.contains(&back)),
+            "{}: {e:?} has no other end",
+            d.node
+        );
+        for p in peers {
+            assert!(d.may_talk(p) && p.may_talk(d));
+        }
+    }
+    assert!(d.shared_mems.len() <= MAX_SHARED_MEMS);
+    for (i, m) in d.shared_mems.iter().enumerate() {
+        assert!(!m.id.is_empty() && m.id.len() <= MAX_SHM_ID, "{m:?}");
+        assert!(m.size > 0, "{m:?}");
+        for x in [m.host, m.guest, m.size] {
+            assert_eq!(x % SHM_ALIGN, 0, "{m:?}");
+        }
+        assert!(m.host.checked_add(m.size).is_some() && m.guest.checked_add(m.size).is_some());
+        assert!(
+            ram.iter().any(|r| r.contains(&m.host_range())),
+            "{m:?} outside RAM"
+        );
+        // No module of anyone (dom0 included) shares a byte with it.
+        for t in boot.modules.iter() {
+            assert!(!t.range.overlaps(&m.host_range()), "{m:?} over {t:?}");
+        }
+        for o in &d.shared_mems[..i] {
+            assert_ne!(o.id, m.id);
+            assert!(!o.guest_range().overlaps(&m.guest_range()));
+            assert!(!o.host_range().overlaps(&m.host_range()));
+        }
+    }
+    assert!(d.peers.len() <= MAX_PEERS);
+    for (i, p) in d.peers.iter().enumerate() {
+        assert!(!p.is_empty() && p.len() <= MAX_PEER_NAME && *p != d.node);
+        assert!(!d.peers[..i].contains(p));
+    }
+    for e in &boot.domains {
+        assert_eq!(d.may_talk(e), e.may_talk(d));
+        if d.peers.contains(&e.node) {
+            assert!(d.may_talk(e));
+        }
+    }
+    assert!(d.may_talk(d));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1305,130 +1490,13 @@ mod tests {
         },
     ];
 
-    /// Checks what every parse result must satisfy.
-    fn invariants(boot: &Boot<'_>) {
-        let all: Vec<_> = boot.modules.iter().collect();
-        assert!(all.len() <= MAX_MODULES);
-        for (i, m) in all.iter().enumerate() {
-            assert!(!m.range.is_empty());
-            assert_ne!(m.owners, 0);
-            assert!(m.owners & owner_bit(m.owner).unwrap() != 0);
-            for o in &all[..i] {
-                assert!(!m.range.overlaps(&o.range), "{m:?} overlaps {o:?}");
-            }
-        }
-        for (i, d) in boot.domains.iter().enumerate() {
-            let bit = 1u32 << (i + 1);
-            let mods = [Some(d.kernel), d.ramdisk, d.device_tree];
-            let mut used = GUEST_DTB_ROOM;
-            for m in mods.into_iter().flatten() {
-                assert!(RAM.iter().any(|r| r.contains(&m.range)));
-                assert!(
-                    all.iter()
-                        .any(|t| t.owners & bit != 0 && t.range == m.range && t.kind == m.kind),
-                    "{m:?} of {} not in the table",
-                    d.node
-                );
-                used += m.range.size();
-            }
-            assert!(used <= d.memory);
-            assert_eq!(d.memory % MEMORY_ALIGN, 0);
-            assert!((MIN_MEMORY..=MAX_MEMORY).contains(&d.memory));
-            assert!((1..=MAX_VCPUS).contains(&d.cpus));
-            assert!(d.affinity[d.cpus as usize..].iter().all(|&a| a == 0));
-            static_invariants(boot, d);
-        }
-        for e in &boot.errors {
-            let s = e.to_string();
-            assert!(s.starts_with("/chosen/") && s.ends_with("; domain not built"));
-        }
-        // Shared regions across domains: one id, one range; different ids
-        // apart; one owner at most.
-        let shms: Vec<_> = boot
-            .domains
-            .iter()
-            .flat_map(|d| d.shared_mems.iter().map(move |m| (d.node, m)))
-            .collect();
-        for (i, (d, m)) in shms.iter().enumerate() {
-            for (e, n) in &shms[..i] {
-                if m.id == n.id {
-                    assert_eq!((m.host, m.size), (n.host, n.size), "{d} and {e}: {}", m.id);
-                    assert!(!(m.owner && n.owner), "{d} and {e} both own {}", m.id);
-                } else {
-                    assert!(!m.host_range().overlaps(&n.host_range()), "{d} and {e}");
-                }
-            }
-        }
-        let regions: Vec<_> = boot.shm_regions().collect();
-        for (i, (id, r)) in regions.iter().enumerate() {
-            assert!(regions[..i].iter().all(|(j, q)| j != id && !q.overlaps(r)));
-        }
-        assert!(
-            shms.iter()
-                .all(|(_, m)| regions.contains(&(m.id, m.host_range())))
-        );
-    }
-
-    /// What each accepted domain's channels, regions and peers satisfy.
-    fn static_invariants(boot: &Boot<'_>, d: &DomainSpec<'_>) {
-        for (i, e) in d.static_evtchns.iter().enumerate() {
-            assert!((1..=MAX_STATIC_PORT).contains(&e.local_port));
-            assert!((1..=MAX_STATIC_PORT).contains(&e.peer_port));
-            assert!(
-                d.static_evtchns[..i]
-                    .iter()
-                    .all(|o| o.local_port != e.local_port)
-            );
-            // An accepted peer has the other end, pointing back.
-            let back = StaticEvtchn {
-                local_port: e.peer_port,
-                peer_domain: d.node,
-                peer_port: e.local_port,
-            };
-            let peers: Vec<_> = boot
-                .domains
-                .iter()
-                .filter(|p| p.node == e.peer_domain)
-                .collect();
-            assert!(
-                peers.is_empty() || peers.iter().any(|p| p.static_evtchns.contains(&back)),
-                "{}: {e:?} has no other end",
-                d.node
-            );
-            assert!(d.may_talk(peers.first().copied().unwrap_or(d)));
-        }
-        for (i, m) in d.shared_mems.iter().enumerate() {
-            assert!(m.size > 0 && !m.id.is_empty() && m.id.len() <= MAX_SHM_ID);
-            for x in [m.host, m.guest, m.size] {
-                assert_eq!(x % SHM_ALIGN, 0);
-            }
-            assert!(m.host.checked_add(m.size).is_some() && m.guest.checked_add(m.size).is_some());
-            assert!(RAM.iter().any(|r| r.contains(&m.host_range())));
-            for t in boot.modules.iter() {
-                assert!(!t.range.overlaps(&m.host_range()), "{m:?} overlaps {t:?}");
-            }
-            for o in &d.shared_mems[..i] {
-                assert_ne!(o.id, m.id);
-                assert!(!o.guest_range().overlaps(&m.guest_range()));
-            }
-        }
-        assert!(
-            d.peers
-                .iter()
-                .all(|p| !p.is_empty() && p.len() <= MAX_PEER_NAME)
-        );
-        for e in &boot.domains {
-            assert_eq!(d.may_talk(e), e.may_talk(d));
-        }
-    }
-
     fn parse_ok(dtb: &[u8]) -> Boot<'_> {
         let boot = parse(dtb, &RAM).unwrap();
         check(dtb, &boot);
         boot
     }
 
-    /// Every domain node is either built or refused, and [`invariants`].
+    /// Every domain node is either built or refused, and [`check_invariants`].
     fn check(dtb: &[u8], boot: &Boot<'_>) {
         let fdt = Fdt::new(dtb).unwrap();
         let nodes = modules::chosen(&fdt.root()).map_or(0, |c| {
@@ -1438,7 +1506,7 @@ mod tests {
         });
         let n = boot.domains.len() + boot.errors.len() + boot.errors_dropped as usize;
         assert_eq!(n, nodes);
-        invariants(boot);
+        check_invariants(boot, &RAM);
     }
 
     /// `bad` is refused with `want` and rolled back; a good domain after it

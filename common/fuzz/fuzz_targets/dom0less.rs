@@ -11,14 +11,10 @@
 //! back; no shared region overlaps a module or another id's region.
 #![no_main]
 
-use common::dom0less::{
-    Boot, DomainSpec, GUEST_DTB_ROOM, MAX_DOMAINS, MAX_MEMORY, MAX_PEER_NAME, MAX_PEERS,
-    MAX_SHARED_MEMS, MAX_SHM_ID, MAX_STATIC_EVTCHNS, MAX_STATIC_PORT, MAX_VCPUS, MEMORY_ALIGN,
-    MIN_MEMORY, SHM_ALIGN, StaticEvtchn, parse,
-};
+use common::dom0less::{Boot, MAX_DOMAINS, MAX_STATIC_PORT, check_invariants, parse};
 use common::fdt::Fdt;
 use common::memory::PhysRange;
-use common::modules::{MAX_MODULES, Modules};
+use common::modules::Modules;
 use libfuzzer_sys::fuzz_target;
 use vm_fdt::FdtWriter;
 
@@ -68,112 +64,18 @@ fn domain_nodes(dtb: &[u8]) -> usize {
 }
 
 fn invariants(dtb: &[u8], boot: &Boot<'_>) {
-    let all: Vec<_> = boot.modules.iter().collect();
-    assert_eq!(all.len(), boot.modules.len());
-    assert!(all.len() <= MAX_MODULES);
-    // Distinct entries never share a byte (identical ones are one entry).
-    for (i, m) in all.iter().enumerate() {
-        assert!(m.range.start < m.range.end, "empty module {m:?}");
-        assert_ne!(m.owners, 0, "{m:?} has no owner");
-        assert!(
-            m.owner < 32 && m.owners & (1 << m.owner) != 0,
-            "{m:?} lacks its own bit"
-        );
-        // Owner n is domains[n - 1], owner 0 the top-level set.
-        assert!(
-            m.owners >> (boot.domains.len() + 1) == 0,
-            "{m:?}: stray owner"
-        );
-        for o in &all[..i] {
-            assert!(
-                m.range.end <= o.range.start || o.range.end <= m.range.start,
-                "{m:?} overlaps {o:?}"
-            );
-        }
-    }
-    assert!(boot.domains.len() <= MAX_DOMAINS);
+    check_invariants(boot, &RAM);
     let refused = boot.errors.len() + boot.errors_dropped as usize;
     assert_eq!(
         boot.domains.len() + refused,
         domain_nodes(dtb),
         "a domain node neither built nor refused"
     );
-    for (i, d) in boot.domains.iter().enumerate() {
-        let bit = 1u32 << (i + 1);
-        assert!((MIN_MEMORY..=MAX_MEMORY).contains(&d.memory));
-        assert_eq!(d.memory % MEMORY_ALIGN, 0);
-        assert!((1..=MAX_VCPUS).contains(&d.cpus));
-        assert!(d.affinity[d.cpus as usize..].iter().all(|&a| a == 0));
-        assert!(!d.direct_map);
-        let mut used = GUEST_DTB_ROOM;
-        for m in [Some(d.kernel), d.ramdisk, d.device_tree]
-            .into_iter()
-            .flatten()
-        {
-            assert!(
-                RAM.iter().any(|r| r.contains(&m.range)),
-                "{m:?} of {} outside RAM",
-                d.node
-            );
-            assert!(
-                all.iter()
-                    .any(|t| t.owners & bit != 0 && t.range == m.range && t.kind == m.kind),
-                "{m:?} of {} not in the table",
-                d.node
-            );
-            used += m.range.size();
-        }
-        assert!(used <= d.memory, "{}: modules do not fit", d.node);
-        // The table holds no module of this domain beyond the three.
-        assert!(all.iter().filter(|t| t.owners & bit != 0).count() <= 3);
-        statics(boot, d);
-    }
-    // Shared regions across domains: one id is one range, ids apart, one
-    // owner at most; the region list names each once.
-    let shms: Vec<_> = boot
-        .domains
-        .iter()
-        .flat_map(|d| d.shared_mems.iter().map(move |m| (d.node, m)))
-        .collect();
-    for (i, (d, m)) in shms.iter().enumerate() {
-        for (e, n) in &shms[..i] {
-            if m.id == n.id {
-                assert_eq!((m.host, m.size), (n.host, n.size), "{d}, {e}: {}", m.id);
-                assert!(!(m.owner && n.owner), "{d}, {e} both own {}", m.id);
-            } else {
-                assert!(
-                    !m.host_range().overlaps(&n.host_range()),
-                    "{d}'s {} overlaps {e}'s {}",
-                    m.id,
-                    n.id
-                );
-            }
-        }
-    }
-    let regions: Vec<_> = boot.shm_regions().collect();
-    for (i, (id, r)) in regions.iter().enumerate() {
-        assert!(regions[..i].iter().all(|(j, q)| j != id && !q.overlaps(r)));
-    }
-    assert!(
-        shms.iter()
-            .all(|(_, m)| regions.contains(&(m.id, m.host_range())))
-    );
-    for (d, p) in boot.unknown_peers() {
-        assert!(boot.domains.iter().any(|e| e.node == d));
-        assert!(!boot.domains.iter().any(|e| e.node == p));
-    }
-    for e in &boot.errors {
-        let s = e.to_string();
-        assert!(
-            s.starts_with("/chosen/") && s.ends_with("; domain not built"),
-            "{s}"
-        );
-        assert!(!s.contains('\n'));
-    }
     // The dom0 set agrees with the dom0-only reader.
+    let dom0_modules = boot.modules.iter().filter(|t| t.owners & 1 != 0).count();
     match (Modules::from_fdt(dtb), boot.dom0_error) {
         (Ok(m), None) => {
-            assert_eq!(m.len(), all.iter().filter(|t| t.owners & 1 != 0).count());
+            assert_eq!(m.len(), dom0_modules);
             assert_eq!(
                 boot.dom0.map(|(k, _)| k.range),
                 m.first(common::modules::ModuleKind::Kernel)
@@ -183,83 +85,6 @@ fn invariants(dtb: &[u8], boot: &Boot<'_>) {
         (Err(a), Some(b)) => assert_eq!(a, b),
         (a, b) => panic!("dom0 readers disagree: {a:?} vs {b:?}"),
     }
-    if let Some(e) = boot.dom0_error {
-        assert!(
-            all.iter().all(|t| t.owners & 1 == 0),
-            "{e:?} not rolled back"
-        );
-    }
-    let _ = format!("{boot:?}");
-}
-
-/// A domain's static event channels, shared memory and peers.
-fn statics(boot: &Boot<'_>, d: &DomainSpec<'_>) {
-    assert!(d.static_evtchns.len() <= MAX_STATIC_EVTCHNS);
-    for (i, e) in d.static_evtchns.iter().enumerate() {
-        assert!((1..=MAX_STATIC_PORT).contains(&e.local_port), "{e:?}");
-        assert!((1..=MAX_STATIC_PORT).contains(&e.peer_port), "{e:?}");
-        assert!(
-            d.static_evtchns[..i]
-                .iter()
-                .all(|o| o.local_port != e.local_port),
-            "{}: port {} twice",
-            d.node,
-            e.local_port
-        );
-        // The peer, when built, has the other end pointing back.
-        let back = StaticEvtchn {
-            local_port: e.peer_port,
-            peer_domain: d.node,
-            peer_port: e.local_port,
-        };
-        let peers: Vec<_> = boot
-            .domains
-            .iter()
-            .filter(|p| p.node == e.peer_domain)
-            .collect();
-        assert!(
-            peers.is_empty() || peers.iter().any(|p| p.static_evtchns.contains(&back)),
-            "{}: {e:?} has no other end",
-            d.node
-        );
-        for p in peers {
-            assert!(d.may_talk(p) && p.may_talk(d));
-        }
-    }
-    assert!(d.shared_mems.len() <= MAX_SHARED_MEMS);
-    for (i, m) in d.shared_mems.iter().enumerate() {
-        assert!(!m.id.is_empty() && m.id.len() <= MAX_SHM_ID, "{m:?}");
-        assert!(m.size > 0, "{m:?}");
-        for x in [m.host, m.guest, m.size] {
-            assert_eq!(x % SHM_ALIGN, 0, "{m:?}");
-        }
-        assert!(m.host.checked_add(m.size).is_some() && m.guest.checked_add(m.size).is_some());
-        assert!(
-            RAM.iter().any(|r| r.contains(&m.host_range())),
-            "{m:?} outside RAM"
-        );
-        // No module of anyone (dom0 included) shares a byte with it.
-        for t in boot.modules.iter() {
-            assert!(!t.range.overlaps(&m.host_range()), "{m:?} over {t:?}");
-        }
-        for o in &d.shared_mems[..i] {
-            assert_ne!(o.id, m.id);
-            assert!(!o.guest_range().overlaps(&m.guest_range()));
-            assert!(!o.host_range().overlaps(&m.host_range()));
-        }
-    }
-    assert!(d.peers.len() <= MAX_PEERS);
-    for (i, p) in d.peers.iter().enumerate() {
-        assert!(!p.is_empty() && p.len() <= MAX_PEER_NAME && *p != d.node);
-        assert!(!d.peers[..i].contains(p));
-    }
-    for e in &boot.domains {
-        assert_eq!(d.may_talk(e), e.may_talk(d));
-        if d.peers.contains(&e.node) {
-            assert!(d.may_talk(e));
-        }
-    }
-    assert!(d.may_talk(d));
 }
 
 /// Reads choices from the fuzz input; zeros once it runs out. A zero picks
