@@ -1154,6 +1154,13 @@ fn vcpu(
 /// violation. For the unit tests and the dom0less fuzz target (feature
 /// `testenv`); `ram` is what was given to [`parse`].
 #[cfg(any(test, feature = "testenv"))]
+// Test support: it asserts (panics) by design and never runs in the
+// hypervisor, so the parser's no-panic lints do not apply.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic
+)]
 pub fn check_invariants(boot: &Boot<'_>, ram: &[PhysRange]) {
     let all: alloc::vec::Vec<_> = boot.modules.iter().collect();
     assert_eq!(all.len(), boot.modules.len());
@@ -1263,6 +1270,13 @@ pub fn check_invariants(boot: &Boot<'_>, ram: &[PhysRange]) {
 /// [`check_invariants`] of one accepted domain's static event channels,
 /// shared memory and peers.
 #[cfg(any(test, feature = "testenv"))]
+// Test support: it asserts (panics) by design and never runs in the
+// hypervisor, so the parser's no-panic lints do not apply.
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::panic
+)]
 fn check_static_invariants(boot: &Boot<'_>, d: &DomainSpec<'_>, ram: &[PhysRange]) {
     assert!(d.static_evtchns.len() <= MAX_STATIC_EVTCHNS);
     for (i, e) in d.static_evtchns.iter().enumerate() {
