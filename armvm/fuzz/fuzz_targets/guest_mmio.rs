@@ -833,7 +833,10 @@ fn check_guest_dt(u: &mut Unstructured) -> Result<()> {
         xen: if u.arbitrary()? {
             Some(guest_dt::XenNode {
                 grant_table: (armvm::layout::GNTTAB_BASE, armvm::layout::GNTTAB_SIZE),
-                extended: &[(armvm::layout::EXT_REGION_BASE, armvm::layout::EXT_REGION_SIZE)],
+                extended: &[(
+                    armvm::layout::EXT_REGION_BASE,
+                    armvm::layout::EXT_REGION_SIZE,
+                )],
                 evtchn_ppi: u.int_in_range(0..=40)?,
             })
         } else {

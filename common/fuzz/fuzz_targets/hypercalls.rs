@@ -47,7 +47,9 @@ fn arg(v: u64) -> u64 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, mut data)) = data.split_first() else { return };
+    let Some((&mode, mut data)) = data.split_first() else {
+        return;
+    };
     if mode & 1 == 1 {
         evtchn::fuzz(data);
         return;
