@@ -486,6 +486,19 @@ fn connect_inner(
     }
 
     // Still alive after all that?
+    alive_and_close(v, &mut link, &gd, [(rw_map, rw_index), (ro_map, ro_index)]);
+    Ok(())
+}
+
+/// One more round trip (`XT: alive`), then the end of the session: the
+/// server told we are done, the mapped pages unmapped and their gntdev
+/// grants released, the channel end unbound. Failures go to `v`.
+fn alive_and_close(
+    v: &mut Verdict,
+    link: &mut Link,
+    gd: &Gntdev,
+    maps: impl IntoIterator<Item = (Mapping, u64)>,
+) {
     match link.round_trip() {
         Ok(ns) => xt(format!("alive ok ns={ns}")),
         Err(e) => {
@@ -496,8 +509,7 @@ fn connect_inner(
     if let Err(e) = link.finish() {
         v.fail(format!("done: {e}"));
     }
-
-    for (m, index) in [(rw_map, rw_index), (ro_map, ro_index)] {
+    for (m, index) in maps {
         if let Err(e) = m.unmap() {
             v.fail(s(e));
         }
@@ -508,7 +520,6 @@ fn connect_inner(
     if let Err(e) = link.ev.unbind(link.local) {
         v.fail(s(e));
     }
-    Ok(())
 }
 
 // ------------------------------------------------------------------ bench
@@ -659,25 +670,7 @@ fn bench_inner(
         format!(" mbps={}", mbps(bytes, total))
     });
 
-    match link.round_trip() {
-        Ok(ns) => xt(format!("alive ok ns={ns}")),
-        Err(e) => {
-            xt(format!("alive FAIL {e}"));
-            v.fail("alive");
-        }
-    }
-    if let Err(e) = link.finish() {
-        v.fail(format!("done: {e}"));
-    }
-    if let Err(e) = rw_map.unmap() {
-        v.fail(s(e));
-    }
-    if let Err(e) = gd.unmap_grant(rw_index) {
-        v.fail(s(e));
-    }
-    if let Err(e) = link.ev.unbind(link.local) {
-        v.fail(s(e));
-    }
+    alive_and_close(v, &mut link, &gd, [(rw_map, rw_index)]);
     Ok(())
 }
 
