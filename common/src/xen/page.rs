@@ -252,13 +252,6 @@ impl Page {
         }
     }
 
-    /// Copies a whole page (word by word).
-    pub fn copy_from(&self, src: &Page) {
-        for (d, s) in self.0.iter().zip(src.0.iter()) {
-            d.store(s.load(Ordering::Acquire), Ordering::Release);
-        }
-    }
-
     /// Zeroes the page.
     pub fn zero(&self) {
         for w in &self.0 {
