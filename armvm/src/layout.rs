@@ -93,6 +93,28 @@ pub const fn in_ram(ipa: u64, len: u64, ram_size: u64) -> bool {
     }
 }
 
+/// A frame the hypervisor emulates: nothing may be mapped over it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceFrame {
+    /// GICD and the GICR window.
+    Gic,
+    /// The vPL011.
+    Uart,
+}
+
+/// The emulated device frame guest-physical `base..end` (exclusive)
+/// touches, if any.
+pub fn device_frame(base: u64, end: u64) -> Option<DeviceFrame> {
+    let touches = |s: u64, len: u64| base < s + len && s < end;
+    if touches(GICD_BASE, GICD_SIZE) || touches(GICR_BASE, GICR_WINDOW) {
+        Some(DeviceFrame::Gic)
+    } else if touches(VPL011_BASE, VPL011_SIZE) {
+        Some(DeviceFrame::Uart)
+    } else {
+        None
+    }
+}
+
 /// Why guest range `base..base+size` cannot hold static shared memory in
 /// a domain with `ram_size` bytes of RAM, or None when that space is free:
 /// inside the IPA space and clear of the RAM, the grant-table window and
@@ -111,12 +133,11 @@ pub fn shm_conflict(base: u64, size: u64, ram_size: u64) -> Option<&'static str>
         Some("overlaps the domain's RAM")
     } else if !clear(GNTTAB_BASE, GNTTAB_SIZE) {
         Some("overlaps the grant-table window")
-    } else if !clear(GICD_BASE, GICD_SIZE) || !clear(GICR_BASE, GICR_WINDOW) {
-        Some("overlaps the virtual GIC")
-    } else if !clear(VPL011_BASE, VPL011_SIZE) {
-        Some("overlaps the virtual UART")
     } else {
-        None
+        device_frame(base, end).map(|f| match f {
+            DeviceFrame::Gic => "overlaps the virtual GIC",
+            DeviceFrame::Uart => "overlaps the virtual UART",
+        })
     }
 }
 
@@ -156,5 +177,19 @@ mod shm_tests {
         );
         assert_eq!(shm_conflict(u64::MAX - 0xfff, 0x2000, ram), Some("wraps"));
         assert_eq!(shm_conflict(0x1000_0000, 0, ram), Some("is empty"));
+    }
+
+    #[test]
+    fn device_frames_are_where_the_layout_puts_them() {
+        let page = |a: u64| device_frame(a, a + 0x1000);
+        assert_eq!(page(GICD_BASE), Some(DeviceFrame::Gic));
+        assert_eq!(
+            page(GICR_BASE + GICR_WINDOW - 0x1000),
+            Some(DeviceFrame::Gic)
+        );
+        assert_eq!(page(GICR_BASE + GICR_WINDOW), None);
+        assert_eq!(page(VPL011_BASE), Some(DeviceFrame::Uart));
+        assert_eq!(page(VPL011_BASE + VPL011_SIZE), None);
+        assert_eq!(page(GNTTAB_BASE), None);
     }
 }

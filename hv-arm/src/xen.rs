@@ -194,13 +194,10 @@ fn shutdown(dom: &'static Domain, vcpu: u32, reason: u32) {
     }
 }
 
-/// Whether `ipa` lies in a region the hypervisor emulates for the guest:
-/// nothing may be mapped over it.
+/// Whether the page at `ipa` lies in a frame the hypervisor emulates for
+/// the guest: nothing may be mapped over it.
 fn emulated(ipa: u64) -> bool {
-    let within = |base: u64, size: u64| ipa >= base && ipa - base < size;
-    within(layout::GICD_BASE, layout::GICD_SIZE)
-        || within(layout::GICR_BASE, layout::GICR_WINDOW)
-        || within(layout::VPL011_BASE, layout::VPL011_SIZE)
+    layout::device_frame(ipa, ipa.saturating_add(4096)).is_some()
 }
 
 /// The page at host address `pa` (page aligned).
