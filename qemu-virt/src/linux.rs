@@ -543,13 +543,7 @@ pub fn initramfs(default: Mode) -> Result<PathBuf, String> {
     if path.is_file() {
         return Ok(path);
     }
-    let tmp = dir.join(format!(
-        ".initramfs-{default}.{}.{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, gzip_n(&cpio)?).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::image::replace_file(&path, &gzip_n(&cpio)?)?;
     Ok(path)
 }
 
