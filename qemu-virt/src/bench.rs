@@ -277,8 +277,15 @@ pub fn linux(echo: bool) -> Result<bool, String> {
 
 // ------------------------------------------------------------- bench xen
 
-/// Xen 4.17's figures, measured outside this command on the same board
-/// and kernel with the same xentool: (bench name, ns).
+/// Xen 4.17's figures (Debian's Xen on the same QEMU board and Linux,
+/// dom0less domUs, the same icount settings), as the Xen-ABI issue gives
+/// them; they are not measured by this command: (bench name, ns).
+///
+/// "gntdev map" is read as mapping a grant through gntdev until it can
+/// be read (IOCTL_GNTDEV_MAP_GRANT_REF, mmap, which makes the hypercall,
+/// and a first read), next to the raw map and unmap hypercalls the issue
+/// lists apart. The unmap half and the whole cycle are printed without a
+/// Xen figure. docs/decisions.md says why.
 pub const XEN_NS: &[(&str, u64)] = &[
     ("privcmd_ioctl", 1_008),
     ("null_hypercall", 1_504),
@@ -374,12 +381,19 @@ pub fn xen_table(figs: &[(String, u64, Option<String>)]) -> String {
             "privcmd_ioctl",
         ),
         ("event-channel round trip (goal 0.7x)", "evtchn_roundtrip"),
-        ("gntdev map+mmap+munmap+unmap", "gntdev_map"),
+        ("gntdev map: ioctl + mmap + first read", "gntdev_map"),
+        ("gntdev unmap: munmap + ioctl", "gntdev_unmap"),
+        ("gntdev whole cycle (map + unmap)", "gntdev_cycle"),
         ("raw GNTTABOP_map_grant_ref via privcmd", "raw_map"),
         ("raw GNTTABOP_unmap_grant_ref via privcmd", "raw_unmap"),
     ] {
         let x = xen(name);
-        rows.push([label.into(), ns(get(name)), ns(Some(x)), r(get(name), x)]);
+        let (theirs, ratio) = if x > 0 {
+            (ns(Some(x)), r(get(name), x))
+        } else {
+            ("-".into(), String::new())
+        };
+        rows.push([label.into(), ns(get(name)), theirs, ratio]);
     }
     let path = match (get("null_hypercall"), get("privcmd_ioctl")) {
         (Some(h), Some(b)) => Some(h.saturating_sub(b)),
@@ -459,6 +473,8 @@ pub fn xen(echo: bool) -> Result<bool, String> {
         "null_hypercall",
         "evtchn_roundtrip",
         "gntdev_map",
+        "gntdev_unmap",
+        "gntdev_cycle",
         "raw_map",
         "raw_unmap",
         "grant_copy",
@@ -555,6 +571,35 @@ mod tests {
         let last: Vec<&str> = wall_row.split_whitespace().rev().take(2).collect();
         assert_eq!(last, ["n/a", "n/a"], "{t}");
         assert!(t.contains("not run"), "{t}");
+    }
+
+    #[test]
+    fn xen_table_compares_what_xen_has_and_leaves_the_rest_blank() {
+        let console = "XT: bench privcmd_ioctl median_ns=1000\n\
+                       XT: bench null_hypercall median_ns=1500\n\
+                       XT: bench gntdev_map median_ns=9240\n\
+                       XT: bench gntdev_unmap median_ns=12000\n\
+                       XT: bench grant_copy median_ns=9664 mbps=414.6\n\
+                       XT: bench ok\n";
+        let figs = xen_figures(console);
+        assert_eq!(figs.len(), 5);
+        let t = xen_table(&figs);
+        let row = |start: &str| {
+            t.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no {start} row\n{t}"))
+                .to_string()
+        };
+        let map = row("gntdev map:");
+        assert!(
+            map.contains("9,240 ns") && map.ends_with("18,480 ns       0.500"),
+            "{t}"
+        );
+        let unmap = row("gntdev unmap:");
+        assert!(unmap.contains("12,000 ns") && unmap.ends_with(" -"), "{t}");
+        assert!(row("gntdev whole cycle").contains("n/a"), "{t}");
+        assert!(row("null hypercall, hv path").contains("500 ns"), "{t}");
+        assert!(row("grant copy throughput").contains("414.6 MB/s"), "{t}");
     }
 
     #[test]

@@ -559,6 +559,38 @@ fn raw_map_times(pc: &Privcmd, peer: u16, gref: u32) -> (Times, Times) {
     (Ok(maps), Ok(unmaps))
 }
 
+/// MAP_BENCH_COUNT gntdev map/unmap cycles of `gref` of `peer`: the map
+/// half, the unmap half and the whole cycle of each. A failure ends all
+/// three series.
+fn gntdev_map_times(gd: &Gntdev, peer: u16, gref: u32) -> (Times, Times, Times) {
+    let mut maps = Vec::with_capacity(MAP_BENCH_COUNT);
+    let mut unmaps = Vec::with_capacity(MAP_BENCH_COUNT);
+    let mut run = || -> Result<(), String> {
+        for _ in 0..MAP_BENCH_COUNT {
+            let t0 = now_ns();
+            let index = gd.map_grant(peer, gref).map_err(s)?;
+            let m = gd.mmap(index, libc::PROT_READ).map_err(s)?;
+            // SAFETY: the mapping is one readable, page-aligned page.
+            let magic = unsafe { SharedPage::new(m.ptr()) }.load(off::MAGIC);
+            let t1 = now_ns();
+            m.unmap().map_err(s)?;
+            gd.unmap_grant(index).map_err(s)?;
+            let t2 = now_ns();
+            if magic != proto::MAGIC {
+                return Err(format!("mapped page has magic {magic:#x}"));
+            }
+            maps.push(t1 - t0);
+            unmaps.push(t2 - t1);
+        }
+        Ok(())
+    };
+    if let Err(e) = run() {
+        return (Err(e.clone()), Err(e.clone()), Err(e));
+    }
+    let cycles = maps.iter().zip(&unmaps).map(|(a, b)| a + b).collect();
+    (Ok(maps), Ok(unmaps), Ok(cycles))
+}
+
 fn time_each(n: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<Vec<u64>, String> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -626,21 +658,14 @@ fn bench_inner(
     // (3) Event-channel round trips.
     let r = link.round_trips(count);
     bench_line(v, "evtchn_roundtrip", r, no_extra);
-    // (4) gntdev map + mmap + munmap + unmap of the peer's page.
-    let r = time_each(MAP_BENCH_COUNT, || {
-        let index = gd.map_grant(peer, rw_gref).map_err(s)?;
-        let m = gd.mmap(index, libc::PROT_READ).map_err(s)?;
-        // SAFETY: the mapping is one readable, page-aligned page.
-        let magic = unsafe { SharedPage::new(m.ptr()) }.load(off::MAGIC);
-        m.unmap().map_err(s)?;
-        gd.unmap_grant(index).map_err(s)?;
-        if magic == proto::MAGIC {
-            Ok(())
-        } else {
-            Err(format!("mapped page has magic {magic:#x}"))
-        }
-    });
-    bench_line(v, "gntdev_map", r, no_extra);
+    // (4) gntdev, timed in two halves: map (IOCTL_GNTDEV_MAP_GRANT_REF,
+    //     mmap, which makes the hypercall, and a first read) and unmap
+    //     (munmap and IOCTL_GNTDEV_UNMAP_GRANT_REF, which makes the
+    //     unmap hypercall), plus the whole cycle.
+    let (maps, unmaps, cycles) = gntdev_map_times(&gd, peer, rw_gref);
+    bench_line(v, "gntdev_map", maps, no_extra);
+    bench_line(v, "gntdev_unmap", unmaps, no_extra);
+    bench_line(v, "gntdev_cycle", cycles, no_extra);
     // (4b) Raw GNTTABOP_map_grant_ref and unmap_grant_ref of the same
     //      grant through privcmd, at a guest-physical address Linux does
     //      not use (the top of the extended region), timed apart.
