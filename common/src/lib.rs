@@ -18,4 +18,5 @@ pub mod fdt;
 pub mod memory;
 pub mod modules;
 pub mod platform;
+pub mod tmem;
 pub mod xen;
