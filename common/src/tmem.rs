@@ -403,6 +403,11 @@ impl Tmem {
         uid
     }
 
+    /// Whether `dom` holds a pool with id `pool`.
+    pub fn has_pool(&self, dom: Dom, pool: u32) -> bool {
+        self.pool_uid(dom, pool).is_ok()
+    }
+
     fn pool_uid(&self, dom: Dom, pool: u32) -> Result<u32, Error> {
         self.clients
             .get(&dom)

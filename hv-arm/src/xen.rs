@@ -42,10 +42,23 @@ pub struct StaticChannel {
 
 static STATIC_CHANNELS: Lock<alloc::vec::Vec<StaticChannel>> = Lock::new(alloc::vec::Vec::new());
 
+/// Bytes of page data tmem may hold for all domains together. Taken
+/// from the hypervisor's heap as pages are put, given back as they go.
+/// Decision: a fixed 64 MiB until a board or device-tree setting asks
+/// for another size; a domain's persistent pages also need a quota,
+/// which starts at 0 (the control domain sets it).
+const TMEM_BUDGET: usize = 64 << 20;
+
+fn new_xen() -> Xen {
+    let mut xen = Xen::new();
+    xen.tmem = common::tmem::Tmem::new(TMEM_BUDGET);
+    xen
+}
+
 /// Adds the ABI state of `dom` (built with Xen enabled).
 pub fn add_domain(dom: &Domain, caps: u32) -> Result<(), i32> {
     let mut g = XEN.lock();
-    let xen = g.get_or_insert_with(Xen::new);
+    let xen = g.get_or_insert_with(new_xen);
     xen.add_domain(config(dom, caps))
 }
 

@@ -296,6 +296,10 @@ pub fn run_all() -> bool {
         "fuzz the Xen hypercall handlers (60 s)".into(),
         &mut fuzz_hypercalls,
     );
+    step(
+        "fuzz tmem operation sequences of three domains (30 s)".into(),
+        &mut fuzz_tmem,
+    );
 
     for s in steps.iter().filter(|s| s.outcome == Outcome::Failed) {
         println!("\n=== why \"{}\" failed: {}", s.name, s.why);
@@ -390,6 +394,16 @@ fn fuzz_hypercalls() -> Result<(), String> {
     let corpus = crate::host::cache_dir().join("fuzz-corpus-hypercalls");
     std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
     run_fuzzer("common/fuzz", "hypercalls", &corpus, 60)
+}
+
+/// `common/fuzz`'s `tmem` target: operation sequences from three
+/// domains against the store's invariants and a model of what it must
+/// keep.
+fn fuzz_tmem() -> Result<(), String> {
+    fuzz_ready()?;
+    let corpus = crate::host::cache_dir().join("fuzz-corpus-tmem");
+    std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+    run_fuzzer("common/fuzz", "tmem", &corpus, 30)
 }
 
 fn fuzz_platform_dt() -> Result<(), String> {

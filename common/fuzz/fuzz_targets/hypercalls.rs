@@ -1,18 +1,19 @@
 //! Every hypercall handler of common::xen, driven with arbitrary numbers,
 //! arguments and guest memory contents from three domains (two linked,
-//! one a stranger), through the host stand-in for the architecture. After
-//! every call the event-channel and grant-table invariants must hold and
-//! nothing may panic. Half the inputs go to the event-channel sequence
+//! one a stranger; domain 1 has the control capability, so the tmem
+//! sysctl is reached too), through the host stand-in for the
+//! architecture. After every call the event-channel, grant-table and tmem
+//! invariants must hold and nothing may panic. Half the inputs go to the event-channel sequence
 //! fuzzer, which also drives ballooning and domain restarts.
 #![no_main]
 
 use common::xen::abi::*;
 use common::xen::testenv::{RAM_BASE_GFN, TestEnv};
-use common::xen::{evtchn, hypercall};
+use common::xen::{CAP_CONTROL, evtchn, hypercall, tmem};
 use libfuzzer_sys::fuzz_target;
 
 /// Hypercalls the dispatcher knows, and a few it does not.
-const CALLS: [u64; 12] = [
+const CALLS: [u64; 14] = [
     HC_XEN_VERSION,
     HC_CONSOLE_IO,
     HC_VM_ASSIST,
@@ -24,6 +25,8 @@ const CALLS: [u64; 12] = [
     HC_EVENT_CHANNEL_OP,
     HC_GRANT_TABLE_OP,
     HC_PHYSDEV_OP,
+    HC_TMEM_OP,
+    tmem::HC_SYSCTL,
     999,
 ];
 const PAGES: u64 = 16;
@@ -57,6 +60,10 @@ fuzz_target!(|data: &[u8]| {
     let env = TestEnv::new(&[1, 2, 3], PAGES as usize);
     let mut xen = env.xen();
     xen.allow(1, 2);
+    xen.tmem = common::tmem::Tmem::new(8 * common::tmem::PAGE);
+    if let Some(d) = xen.domain_mut(1) {
+        d.cfg.caps |= CAP_CONTROL;
+    }
     for _ in 0..64 {
         if data.len() < 8 {
             break;
@@ -88,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
         if let Err(e) = evtchn::check_invariants(&xen) {
             panic!("event channels: {e}");
         }
+        xen.tmem.check_invariants();
         // Unlinked domains never got a channel between them.
         for port in 1..64 {
             if let Some(d) = xen.domain(3) {
@@ -100,4 +108,8 @@ fuzz_target!(|data: &[u8]| {
     for id in [1, 2, 3] {
         xen.remove_domain(&env, id);
     }
+    // Nothing of tmem outlives its domains.
+    xen.tmem.check_invariants();
+    assert_eq!(xen.tmem.stats().pages, 0, "tmem pages leaked");
+    assert_eq!(xen.tmem.stats().bytes, 0, "tmem bytes leaked");
 });

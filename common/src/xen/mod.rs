@@ -37,6 +37,7 @@ pub mod abi;
 pub mod evtchn;
 pub mod grant;
 pub mod page;
+pub mod tmem;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -328,6 +329,9 @@ impl Domain {
 pub struct Xen {
     doms: Vec<Option<Domain>>,
     links: BTreeSet<(DomId, DomId)>,
+    /// Transcendent memory (hypercall 38). Its budget is 0, so every put
+    /// fails with ENOMEM, until the architecture gives it one.
+    pub tmem: crate::tmem::Tmem,
 }
 
 impl Default for Xen {
@@ -342,6 +346,7 @@ impl Xen {
         Xen {
             doms: (0..MAX_DOMAINS).map(|_| None).collect(),
             links: BTreeSet::new(),
+            tmem: crate::tmem::Tmem::new(0),
         }
     }
 
@@ -420,6 +425,9 @@ impl Xen {
         if self.domain(id).is_none() {
             return;
         }
+        // Its tmem first: private pools go, shared ones pass to the
+        // remaining members.
+        self.tmem.remove_client(id);
         grant::teardown(self, env, id);
         evtchn::teardown(self, env, id);
         if let Some(d) = self.domain_mut(id) {
@@ -518,6 +526,8 @@ pub fn hypercall(
         HC_MULTICALL => multicall(xen, env, dom, vcpu, args),
         HC_EVENT_CHANNEL_OP => evtchn::op(xen, env, dom, vcpu, args[0], args[1]).into(),
         HC_GRANT_TABLE_OP => grant::op(xen, env, dom, vcpu, args),
+        HC_TMEM_OP => tmem::op(xen, env, dom, args[0]).into(),
+        tmem::HC_SYSCTL => tmem::sysctl(xen, env, dom, args[0]).into(),
         _ => {
             if let Some(d) = xen.domain_mut(dom) {
                 d.deny(env, ENOSYS, format_args!("hypercall {}", nr));
@@ -546,6 +556,13 @@ macro_rules! refuse {
     ($xen:expr, $env:expr, $dom:expr, $errno:expr, $($fmt:tt)+) => {
         deny($xen, $env, $dom, $errno, format_args!($($fmt)+))
     };
+}
+
+impl Xen {
+    /// Refuses `what` of `dom` with `errno`: logged like every denial.
+    fn refuse(&mut self, env: &dyn Env, dom: DomId, errno: i32, what: &str) -> i32 {
+        deny(self, env, dom, errno, format_args!("{}", what))
+    }
 }
 
 fn deny(xen: &mut Xen, env: &dyn Env, dom: DomId, errno: i32, what: fmt::Arguments) -> i32 {
