@@ -72,26 +72,24 @@ pub enum Error {
     Frozen,
     /// The pool holds no page at all (Xen's EEMPTY, 1001).
     Empty,
-    /// A malformed request (EINVAL).
-    Invalid,
 }
 
-/// Xen's tmem-specific errno values.
+/// Xen's tmem-specific errno value: the domain is frozen.
 pub const EFROZEN: i32 = 1000;
-/// Xen's tmem-specific errno values.
+/// Xen's tmem-specific errno value: the pool holds nothing.
 pub const EEMPTY: i32 = 1001;
 
 impl Error {
     /// Xen's (positive) errno value.
     pub fn errno(self) -> i32 {
+        use crate::xen::abi::{ENODEV, ENOMEM, ENOSPC, EPERM};
         match self {
-            Error::NoPool => 19,
-            Error::Perm => 1,
-            Error::NoMem => 12,
-            Error::NoSpace => 28,
+            Error::NoPool => ENODEV,
+            Error::Perm => EPERM,
+            Error::NoMem => ENOMEM,
+            Error::NoSpace => ENOSPC,
             Error::Frozen => EFROZEN,
             Error::Empty => EEMPTY,
-            Error::Invalid => 22,
         }
     }
 }
@@ -553,8 +551,7 @@ impl Tmem {
                 return Err(fail);
             }
         }
-        // Eviction may have emptied (and so removed) nothing structural:
-        // pools go only through destroy_pool, so `uid` is still there.
+        // Eviction drops pages, never pools: `uid` is still there.
         let stamp = self.tick();
         let Some(p) = self.pools.get_mut(&uid) else {
             return Err(Error::NoPool);

@@ -9,7 +9,7 @@
 
 use common::xen::abi::*;
 use common::xen::testenv::{RAM_BASE_GFN, TestEnv};
-use common::xen::{CAP_CONTROL, evtchn, hypercall, tmem};
+use common::xen::{CAP_CONTROL, evtchn, hypercall};
 use libfuzzer_sys::fuzz_target;
 
 /// Hypercalls the dispatcher knows, and a few it does not.
@@ -26,7 +26,7 @@ const CALLS: [u64; 14] = [
     HC_GRANT_TABLE_OP,
     HC_PHYSDEV_OP,
     HC_TMEM_OP,
-    tmem::HC_SYSCTL,
+    HC_SYSCTL,
     999,
 ];
 const PAGES: u64 = 16;

@@ -24,6 +24,7 @@ pub const HC_SCHED_OP: u64 = 29;
 pub const HC_EVENT_CHANNEL_OP: u64 = 32;
 pub const HC_PHYSDEV_OP: u64 = 33;
 pub const HC_HVM_OP: u64 = 34;
+pub const HC_SYSCTL: u64 = 35;
 pub const HC_TMEM_OP: u64 = 38;
 
 // ---- errno values Xen returns (negated), xen/include/public/errno.h ----

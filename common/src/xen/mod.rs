@@ -527,7 +527,7 @@ pub fn hypercall(
         HC_EVENT_CHANNEL_OP => evtchn::op(xen, env, dom, vcpu, args[0], args[1]).into(),
         HC_GRANT_TABLE_OP => grant::op(xen, env, dom, vcpu, args),
         HC_TMEM_OP => tmem::op(xen, env, dom, args[0]).into(),
-        tmem::HC_SYSCTL => tmem::sysctl(xen, env, dom, args[0]).into(),
+        HC_SYSCTL => tmem::sysctl(xen, env, dom, args[0]).into(),
         _ => {
             if let Some(d) = xen.domain_mut(dom) {
                 d.deny(env, ENOSYS, format_args!("hypercall {}", nr));

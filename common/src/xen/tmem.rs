@@ -48,8 +48,7 @@ pub const TMEM_POOL_RESERVED_BITS: u32 = 0x00ff_ff00;
 /// The one tmem ABI version.
 pub const TMEM_SPEC_VERSION: u32 = 1;
 
-/// Hypercall number of sysctl, and its tmem command.
-pub const HC_SYSCTL: u64 = 35;
+/// The tmem command of sysctl (hypercall [`HC_SYSCTL`]).
 pub const XEN_SYSCTL_TMEM_OP: u32 = 24;
 /// Xen 4.12's sysctl interface version (the last with tmem).
 pub const XEN_SYSCTL_INTERFACE_VERSION_TMEM: u32 = 0x12;
@@ -120,7 +119,7 @@ pub fn op(xen: &mut Xen, env: &dyn Env, dom: DomId, arg: u64) -> Result<i64, i32
         }
         TMEM_DESTROY_POOL => Ok(i64::from(xen.tmem.destroy_pool(dom, pool))),
         TMEM_PUT_PAGE | TMEM_GET_PAGE | TMEM_FLUSH_PAGE | TMEM_FLUSH_OBJECT => {
-            if pool as usize >= MAX_POOLS_PER_DOMAIN || !xen.tmem.has_pool(dom, pool) {
+            if !xen.tmem.has_pool(dom, pool) {
                 return Err(xen.refuse(env, dom, ENODEV, "tmem pool"));
             }
             let oid = oid_at(&b, 8);
@@ -557,6 +556,8 @@ mod tests {
         // Another domain's pool id is not ours.
         assert_eq!(put(&mut xen, &env, D2, 0, 0, 1), e(ENODEV));
         // Offsets and lengths.
+        let put_at =
+            |xen: &mut Xen, gfn, off| page_op(xen, &env, D1, TMEM_PUT_PAGE, 0, 7, 0, gfn, off);
         for off in [
             [1, 0, 0],
             [0, 4096, 0],
@@ -564,30 +565,13 @@ mod tests {
             [0, 0, 4097],
             [u32::MAX; 3],
         ] {
-            let r = page_op(
-                &mut xen,
-                &env,
-                D1,
-                TMEM_PUT_PAGE,
-                0,
-                7,
-                0,
-                RAM_BASE_GFN + 1,
-                off,
+            assert_eq!(
+                put_at(&mut xen, RAM_BASE_GFN + 1, off),
+                e(EINVAL),
+                "{off:?}"
             );
-            assert_eq!(r, e(EINVAL), "{off:?}");
         }
-        let r = page_op(
-            &mut xen,
-            &env,
-            D1,
-            TMEM_PUT_PAGE,
-            0,
-            7,
-            0,
-            RAM_BASE_GFN + 1,
-            [0, 0, 4096],
-        );
+        let r = put_at(&mut xen, RAM_BASE_GFN + 1, [0, 0, 4096]);
         assert_eq!(r, 1);
         // Frames that are not the caller's plain RAM.
         for gfn in [0, RAM_BASE_GFN - 1, RAM_BASE_GFN + 8, GRANT_GFN, u64::MAX] {
