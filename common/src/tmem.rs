@@ -24,8 +24,9 @@
 //!   first. A get from a private ephemeral pool is exclusive (the page
 //!   leaves the pool); from a shared one it is not.
 //! - Persistent pages are never dropped. A put that would take a domain's
-//!   persistent pages past its quota, or that finds no room after every
-//!   ephemeral page is gone, fails with ENOMEM and changes nothing.
+//!   persistent pages past its quota or past the memory it has given back
+//!   ([`Tmem::put_within`]), or that finds no room after every ephemeral
+//!   page is gone, fails with ENOMEM and changes nothing.
 //! - A frozen domain's puts fail (EFROZEN); its gets and flushes work.
 //! - With compression on (per domain or for all), a page is stored LZ4
 //!   compressed when that saves at least an eighth of it. The budget
@@ -515,6 +516,22 @@ impl Tmem {
         index: u32,
         page: &[u8; PAGE],
     ) -> Result<(), Error> {
+        self.put_within(dom, pool, oid, index, page, u64::MAX)
+    }
+
+    /// [`Tmem::put`] where the domain may hold no more persistent pages
+    /// than the smaller of its quota and `pers_room`. Persistent pages
+    /// count against a domain's memory: `xen::tmem` passes the frames the
+    /// domain has given back.
+    pub fn put_within(
+        &mut self,
+        dom: Dom,
+        pool: u32,
+        oid: Oid,
+        index: u32,
+        page: &[u8; PAGE],
+        pers_room: u64,
+    ) -> Result<(), Error> {
         let uid = self.pool_uid(dom, pool)?;
         let cfg = self.config(dom);
         if let Some(c) = self.clients.get_mut(&dom) {
@@ -535,7 +552,7 @@ impl Tmem {
         let data = self.encode(page, cfg.compress || self.compress_all);
         let bytes = data.bytes();
         let c = self.clients.get(&dom).map(|c| c.stats).unwrap_or_default();
-        if persistent && c.pers_pages >= cfg.pers_quota {
+        if persistent && c.pers_pages >= cfg.pers_quota.min(pers_room) {
             return Err(fail);
         }
         if !persistent && cfg.eph_cap > 0 {
@@ -1158,6 +1175,36 @@ mod tests {
         // The default quota is zero.
         let q = t.new_pool(2, PERS, [0; 2]).unwrap();
         assert_eq!(t.put(2, q, oid(1), 0, &page(0)), Err(Error::NoMem));
+        t.check_invariants();
+    }
+
+    #[test]
+    fn persistent_pages_stay_within_the_room_the_domain_gave_back() {
+        let mut t = store(16);
+        quota(&mut t, 1, 8);
+        let p = t.new_pool(1, PERS, [0; 2]).unwrap();
+        // Room for 2 although the quota is 8.
+        t.put_within(1, p, oid(1), 0, &page(0), 2).unwrap();
+        t.put_within(1, p, oid(1), 1, &page(1), 2).unwrap();
+        assert_eq!(
+            t.put_within(1, p, oid(1), 2, &page(2), 2),
+            Err(Error::NoMem)
+        );
+        // Replacing a page needs no more room.
+        t.put_within(1, p, oid(1), 1, &page(5), 2).unwrap();
+        assert_eq!(t.peek(1, p, oid(1), 1).unwrap(), page(5));
+        // More room: the quota is the limit again.
+        for i in 2..8 {
+            t.put_within(1, p, oid(1), i, &page(i as u8), 100).unwrap();
+        }
+        assert_eq!(
+            t.put_within(1, p, oid(1), 8, &page(8), 100),
+            Err(Error::NoMem)
+        );
+        // Ephemeral puts ignore the room.
+        let e = t.new_pool(1, EPH, [0; 2]).unwrap();
+        t.put_within(1, e, oid(1), 0, &page(9), 0).unwrap();
+        assert_eq!(t.client_stats(1).unwrap().pers_pages, 8);
         t.check_invariants();
     }
 

@@ -72,6 +72,7 @@ fn config(dom: &Domain, caps: u32) -> core_xen::DomainConfig {
         ram_pages: dom.ram_size() >> 12,
         max_grant_frames: core_xen::DEFAULT_GRANT_FRAMES,
         max_evtchn_ports: core_xen::DEFAULT_EVTCHN_PORTS,
+        tmem: Default::default(),
     }
 }
 

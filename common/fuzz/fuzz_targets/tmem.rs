@@ -6,7 +6,8 @@
 //!   replaced or its pool destroyed: never dropped;
 //! - a get from a private ephemeral pool is exclusive: the page is gone
 //!   after it;
-//! - no domain ever holds more persistent pages than its quota;
+//! - no domain ever holds more persistent pages than its quota, and a
+//!   put never takes it past the room it was given;
 //! - once every domain is removed, nothing is left.
 #![no_main]
 
@@ -86,7 +87,21 @@ fuzz_target!(|data: &[u8]| {
             }
             1 | 2 => {
                 let p = page(op[3], op[2]);
-                let r = t.put(dom, pool, oid, index, &p);
+                // Op 2 puts within a room (the memory a domain gave back).
+                let room = if op[0] / 3 % 8 == 2 {
+                    u64::from(op[2] >> 4)
+                } else {
+                    u64::MAX
+                };
+                let before = t.client_stats(dom).map_or(0, |s| s.pers_pages);
+                let r = t.put_within(dom, pool, oid, index, &p, room);
+                if persistent && r.is_ok() {
+                    let after = t.client_stats(dom).map_or(0, |s| s.pers_pages);
+                    assert!(
+                        after <= before || after <= room,
+                        "d{dom} past its room: {after} pages, room {room}"
+                    );
+                }
                 if persistent {
                     match r {
                         Ok(()) => {

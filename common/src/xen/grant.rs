@@ -2505,6 +2505,7 @@ mod tests {
                 ram_pages: PAGES as u64,
                 max_grant_frames: 8,
                 max_evtchn_ports: 64,
+                tmem: Default::default(),
             })
             .unwrap();
         }

@@ -211,6 +211,19 @@ pub struct DomainConfig {
     pub max_grant_frames: u32,
     /// Event-channel ports it may have.
     pub max_evtchn_ports: u32,
+    /// Its tmem settings and the shared-pool UUIDs it may join, applied
+    /// whenever its state is (re)made (the domain builder acts for the
+    /// control domain).
+    pub tmem: TmemSetup,
+}
+
+/// A domain's tmem settings from the domain builder.
+#[derive(Clone, Debug, Default)]
+pub struct TmemSetup {
+    /// Weight, caps, quota, compression.
+    pub client: crate::tmem::ClientConfig,
+    /// Shared pools it is authorized to join.
+    pub shared: Vec<crate::tmem::Uuid>,
 }
 
 /// One domain's ABI state.
@@ -263,6 +276,16 @@ impl Domain {
     /// Whether `gfn` is RAM the guest sees as its own now (no override).
     pub fn is_plain_ram(&self, gfn: u64) -> bool {
         self.is_ram(gfn) && !self.p2m.contains_key(&gfn)
+    }
+
+    /// RAM frames whose page the domain does not use now: ballooned out,
+    /// or displaced by a mapping (Xen counts neither in tot_pages). The
+    /// room its persistent tmem pages may take.
+    pub fn given_back(&self) -> u64 {
+        let base = self.cfg.ram_base_gfn;
+        self.p2m
+            .range(base..base.saturating_add(self.cfg.ram_pages))
+            .count() as u64
     }
 
     /// Runs `f` on the page and offset of `vcpu`'s vcpu_info: the
@@ -359,6 +382,10 @@ impl Xen {
         }
         if self.doms[id].is_some() {
             return Err(EEXIST);
+        }
+        self.tmem.configure(cfg.id, cfg.tmem.client);
+        for uuid in &cfg.tmem.shared {
+            self.tmem.authorize(cfg.id, *uuid, true);
         }
         self.doms[id] = Some(Domain::new(cfg));
         Ok(())
@@ -1008,9 +1035,11 @@ fn memory_op_simple(
                 ));
             }
             let d = xen.domain(target).ok_or(ESRCH)?;
-            let holes = d.p2m.iter().filter(|(g, _)| d.is_ram(**g)).count() as u64;
+            // Persistent tmem pages count as the domain's memory (they
+            // are what Xen allocated to the domain for them).
+            let pers = xen.tmem.client_stats(target).map_or(0, |s| s.pers_pages);
             Ok(if cmd == XENMEM_CURRENT_RESERVATION {
-                d.cfg.ram_pages - holes
+                (d.cfg.ram_pages - d.given_back()).saturating_add(pers)
             } else {
                 d.cfg.ram_pages
             } as i64)
@@ -1161,8 +1190,10 @@ fn remove_slot(xen: &mut Xen, env: &dyn Env, dom: DomId, gpfn: u64) -> Result<()
 
 /// decrease_reservation gives RAM frames back (they become holes, the
 /// guest uses them to map grants); populate_physmap and
-/// increase_reservation put the domain's own (zeroed) RAM back in holes.
-/// Returns the number of extents done, Xen's convention.
+/// increase_reservation put the domain's own (zeroed) RAM back in holes,
+/// but not into room its persistent tmem pages take (the domain's
+/// memory is its RAM in use plus those pages). Returns the number of
+/// extents done, Xen's convention.
 #[allow(clippy::too_many_arguments)]
 fn reservation(
     xen: &mut Xen,
@@ -1177,6 +1208,8 @@ fn reservation(
     /// Extents per trap before a continuation.
     const CHUNK: u64 = 512;
     let mut done = start;
+    let pers = xen.tmem.client_stats(dom).map_or(0, |s| s.pers_pages);
+    let mut given = xen.domain(dom).map_or(0, Domain::given_back);
     while done < nr {
         if done - start == CHUNK {
             let mut next = args;
@@ -1215,12 +1248,24 @@ fn reservation(
                 }
             }
             _ => {
+                if given <= pers {
+                    d.deny(
+                        env,
+                        ENOMEM,
+                        format_args!(
+                            "memory_op {}: {} pages given back, all taken by persistent tmem",
+                            cmd, given
+                        ),
+                    );
+                    break;
+                }
                 if d.p2m.get(&gfn) == Some(&Slot::Hole) {
                     if let Some(p) = env.ram_page(dom, gfn) {
                         p.zero();
                     }
                     env.restore_ram(dom, gfn).is_ok() && {
                         d.p2m.remove(&gfn);
+                        given -= 1;
                         true
                     }
                 } else {

@@ -75,6 +75,7 @@ impl TestEnv {
                 ram_pages: frames.len() as u64,
                 max_grant_frames: 4,
                 max_evtchn_ports: super::DEFAULT_EVTCHN_PORTS,
+                tmem: Default::default(),
             })
             .expect("test domain");
         }

@@ -149,7 +149,11 @@ pub fn op(xen: &mut Xen, env: &dyn Env, dom: DomId, arg: u64) -> Result<i64, i32
             let mut buf = [0u8; PAGE];
             if cmd == TMEM_PUT_PAGE {
                 page.read(0, &mut buf);
-                let r = xen.tmem.put(dom, pool, oid, index, &buf).map(|()| 1);
+                let room = xen.domain(dom).map_or(0, |d| d.given_back());
+                let r = xen
+                    .tmem
+                    .put_within(dom, pool, oid, index, &buf, room)
+                    .map(|()| 1);
                 result(xen, env, dom, r)
             } else {
                 match xen.tmem.get(dom, pool, oid, index, &mut buf) {
@@ -689,6 +693,12 @@ mod tests {
         env.poke(buf, &client);
         let set = sysctl_op(TMEMC_SET_CLIENT_INFO, u32::from(D2), 0, 1, [0, 2, 0], buf);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &set), 0);
+        // It also needs memory given back to hold them.
+        assert_eq!(put(&mut xen, &env, D2, 1, 0, 1), e(ENOMEM));
+        assert_eq!(
+            reservation(&mut xen, &env, D2, XENMEM_DECREASE_RESERVATION, &[6, 7]),
+            2
+        );
         assert_eq!(put(&mut xen, &env, D2, 1, 0, 1), 1);
         let c = xen.tmem.config(D2);
         assert_eq!((c.weight, c.compress, c.pers_quota), (3, true, 2));
@@ -756,5 +766,84 @@ mod tests {
         assert_eq!(xen.tmem.stats().pages, 1, "D1's private page went");
         assert_eq!(get(&mut xen, &env, D2, 0, 0, 2), 1);
         assert_eq!(frame(&env, D2, 2), [0x11; PAGE]);
+    }
+
+    /// memory_op on `frames` (indices) of `dom`: the extents done.
+    fn reservation(xen: &mut Xen, env: &TestEnv, dom: DomId, cmd: u64, frames: &[u64]) -> i64 {
+        env.current.set(dom);
+        let list = OP + 2048;
+        for (i, f) in frames.iter().enumerate() {
+            env.poke(list + 8 * i as u64, &(RAM_BASE_GFN + f).to_le_bytes());
+        }
+        let mut r = [0u8; MEMORY_RESERVATION_SIZE];
+        put_u64(&mut r, 0, list);
+        put_u64(&mut r, 8, frames.len() as u64);
+        put_u16(&mut r, 24, DOMID_SELF);
+        env.poke(OP + 1024, &r);
+        hypercall(xen, env, dom, 0, HC_MEMORY_OP, [cmd, OP + 1024, 0, 0, 0]).ret
+    }
+
+    fn current_reservation(xen: &mut Xen, env: &TestEnv, dom: DomId) -> i64 {
+        env.current.set(dom);
+        env.poke(OP + 1024, &DOMID_SELF.to_le_bytes());
+        hypercall(
+            xen,
+            env,
+            dom,
+            0,
+            HC_MEMORY_OP,
+            [XENMEM_CURRENT_RESERVATION, OP + 1024, 0, 0, 0],
+        )
+        .ret
+    }
+
+    #[test]
+    fn persistent_pages_count_against_the_domains_memory() {
+        let (env, mut xen) = setup();
+        xen.tmem.configure(
+            D1,
+            ClientConfig {
+                pers_quota: 100,
+                ..ClientConfig::default()
+            },
+        );
+        let pool = new_pool(&mut xen, &env, D1, V1 | TMEM_POOL_PERSIST, [0; 2]) as i32;
+        assert_eq!(pool, 0);
+        fill(&env, D1, 1, 0x5a);
+        // Every frame in use: no room, whatever the quota.
+        assert_eq!(put(&mut xen, &env, D1, pool, 0, 1), -i64::from(ENOMEM));
+        assert_eq!(current_reservation(&mut xen, &env, D1), 8);
+        // Two frames given back: two pages fit, the third does not.
+        assert_eq!(
+            reservation(&mut xen, &env, D1, XENMEM_DECREASE_RESERVATION, &[6, 7]),
+            2
+        );
+        assert_eq!(current_reservation(&mut xen, &env, D1), 6);
+        assert_eq!(put(&mut xen, &env, D1, pool, 0, 1), 1);
+        assert_eq!(put(&mut xen, &env, D1, pool, 1, 1), 1);
+        assert_eq!(put(&mut xen, &env, D1, pool, 2, 1), -i64::from(ENOMEM));
+        assert_eq!(current_reservation(&mut xen, &env, D1), 8);
+        // The room is taken: populate_physmap gets nothing back.
+        assert_eq!(
+            reservation(&mut xen, &env, D1, XENMEM_POPULATE_PHYSMAP, &[6, 7]),
+            0
+        );
+        // One page flushed: one frame may come back, not two.
+        let flush = page_op(&mut xen, &env, D1, TMEM_FLUSH_PAGE, pool, 7, 1, 0, [0; 3]);
+        assert_eq!(flush, 1);
+        assert_eq!(
+            reservation(&mut xen, &env, D1, XENMEM_POPULATE_PHYSMAP, &[6, 7]),
+            1
+        );
+        assert_eq!(current_reservation(&mut xen, &env, D1), 8);
+        // The persistent page is still there.
+        assert_eq!(get(&mut xen, &env, D1, pool, 0, 2), 1);
+        assert_eq!(frame(&env, D1, 2), [0x5a; PAGE]);
+        // Another domain's room is its own.
+        assert_eq!(
+            new_pool(&mut xen, &env, D2, V1 | TMEM_POOL_PERSIST, [0; 2]),
+            0
+        );
+        xen.tmem.check_invariants();
     }
 }
