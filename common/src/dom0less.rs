@@ -89,6 +89,19 @@
 //!   others down): it simply matches nothing, and [`Boot::unknown_peers`] lists such
 //!   names for the hypervisor to log. The dom0-style top-level domain has
 //!   no node and is outside this policy.
+//! - Transcendent memory (tmem, `crate::tmem`), per domain:
+//!   `hv,tmem-weight = <N>` (1 to [`MAX_TMEM_WEIGHT`], default 1: its
+//!   share of ephemeral room against other domains),
+//!   `hv,tmem-ephemeral = <KiB>` (most ephemeral memory it may hold;
+//!   absent or 0: no cap besides the budget and fairness),
+//!   `hv,tmem-persistent = <KiB>` (most persistent memory; absent: 0,
+//!   none, as a domain may only park persistent pages it is granted),
+//!   `hv,tmem-compress` (empty: its pages are stored compressed when that
+//!   pays), and `hv,tmem-shared = "uuid", ...` (the shared pools it may
+//!   join, at most [`crate::tmem::MAX_SHARED_POOLS`] UUIDs in the
+//!   8-4-4-4-12 hex form; the builder authorizes them, acting for the
+//!   control domain). KiB values are one or two cells, taken in whole
+//!   4 KiB pages (rounded down). Read into [`DomainSpec::tmem`].
 //! - Children without `compatible` are ignored; any other compatible than
 //!   the ones above refuses the domain (a domain that asks for something we
 //!   do not give is not built half-way).
@@ -289,6 +302,21 @@ pub struct DomainSpec<'a> {
     /// `hv,xen-peers`: the domains (node names) it may talk to, besides
     /// those it shares a channel or a region with.
     pub peers: ArrayVec<&'a str, MAX_PEERS>,
+    /// `hv,tmem-*`: its tmem settings and the shared pools it may join.
+    pub tmem: TmemSpec,
+}
+
+/// Highest `hv,tmem-weight`.
+pub const MAX_TMEM_WEIGHT: u32 = 10_000;
+
+/// A domain's `hv,tmem-*` properties.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TmemSpec {
+    /// Weight, ephemeral cap and persistent quota (pages), compression.
+    pub client: crate::tmem::ClientConfig,
+    /// UUIDs of the shared pools it may join, as the tmem ABI reads a
+    /// UUID's 16 bytes: two little-endian words.
+    pub shared: ArrayVec<crate::tmem::Uuid, { crate::tmem::MAX_SHARED_POOLS }>,
 }
 
 impl DomainSpec<'_> {
@@ -644,6 +672,7 @@ fn domain<'a>(
         Some(_) => return Err(bad("hv,on-crash", "neither \"destroy\" nor \"restart\"")),
     };
     let peers = peers(node).map_err(|why| bad("hv,xen-peers", why))?;
+    let tmem = tmem_spec(node).map_err(|(p, why)| bad(p, why))?;
     let (acells, scells) = modules::cells(&chain);
 
     let mut kernel = None;
@@ -775,7 +804,83 @@ fn domain<'a>(
         static_evtchns,
         shared_mems,
         peers,
+        tmem,
     })
+}
+
+/// The `hv,tmem-*` properties; errs with the property and why.
+fn tmem_spec(node: &Node<'_>) -> Result<TmemSpec, (&'static str, &'static str)> {
+    let mut spec = TmemSpec::default();
+    let c = &mut spec.client;
+    if let Some(v) = node.property("hv,tmem-weight") {
+        c.weight = match be32(v) {
+            Some(w @ 1..=MAX_TMEM_WEIGHT) => w,
+            _ => return Err(("hv,tmem-weight", "not one cell of 1 to 10000")),
+        };
+    }
+    let pages = |p: &'static str| -> Result<u64, (&'static str, &'static str)> {
+        let kib = match node.property(p) {
+            None => return Ok(0),
+            Some(&[a, b, c, d]) => u64::from(u32::from_be_bytes([a, b, c, d])),
+            Some(&[a, b, c, d, e, f, g, h]) => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+            Some(_) => return Err((p, "not 1 or 2 cells of KiB")),
+        };
+        Ok(kib / 4)
+    };
+    c.eph_cap = pages("hv,tmem-ephemeral")?;
+    c.pers_quota = pages("hv,tmem-persistent")?;
+    c.compress = match node.property("hv,tmem-compress") {
+        None => false,
+        Some([]) => true,
+        Some(_) => return Err(("hv,tmem-compress", "not empty")),
+    };
+    let list = match node.property("hv,tmem-shared") {
+        None | Some([]) => return Ok(spec),
+        Some(v) => v
+            .strip_suffix(&[0])
+            .ok_or(("hv,tmem-shared", "not a list of strings"))?,
+    };
+    for text in list.split(|&b| b == 0) {
+        let uuid = parse_uuid(text).ok_or(("hv,tmem-shared", "not a UUID (8-4-4-4-12 hex)"))?;
+        if spec.shared.contains(&uuid) {
+            return Err(("hv,tmem-shared", "a UUID twice"));
+        }
+        spec.shared
+            .try_push(uuid)
+            .map_err(|_| ("hv,tmem-shared", "more than 16 UUIDs"))?;
+    }
+    Ok(spec)
+}
+
+/// A UUID in its 8-4-4-4-12 hex form, as two little-endian words of its
+/// 16 bytes in written order (how a guest's `uuid[2]` reads them).
+pub fn parse_uuid(text: &[u8]) -> Option<crate::tmem::Uuid> {
+    if text.len() != 36 {
+        return None;
+    }
+    // The 32 digits' values, the dashes checked and skipped.
+    let mut digits = [0u8; 32];
+    let mut slots = digits.iter_mut();
+    for (i, &c) in text.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        *slots.next()? = u8::try_from(char::from(c).to_digit(16)?).ok()?;
+    }
+    let mut bytes = [0u8; 16];
+    for (b, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+        if let [hi, lo] = *pair {
+            *b = (hi << 4) | lo;
+        }
+    }
+    let (a, b) = bytes.split_at(8);
+    Some([
+        u64::from_le_bytes(a.try_into().ok()?),
+        u64::from_le_bytes(b.try_into().ok()?),
+    ])
 }
 
 /// `hv,xen-peers`: a list of 1 to [`MAX_PEERS`] distinct names, or absent
@@ -1637,6 +1742,7 @@ mod tests {
             .into_iter()
             .collect(),
             peers: ["DomU3", "DomU2"].into_iter().collect(),
+            tmem: TmemSpec::default(),
         };
         assert_eq!(*d, want);
         assert!(d.xen_interfaces() && !d.xenstore());
@@ -1718,6 +1824,138 @@ mod tests {
             simple("d", 0x6000_0000).empty("hv,on-crash"),
             DomainError::BadProperty("d", "hv,on-crash", "neither \"destroy\" nor \"restart\""),
         );
+    }
+
+    #[test]
+    fn tmem_settings_and_shared_uuids() {
+        // Absent: weight 1, no cap, no persistent quota, no sharing.
+        let tree = dtb(chosen().kid(simple("d", 0x6000_0000)));
+        let t = &parse_ok(&tree).domains[0].tmem;
+        assert_eq!(*t, TmemSpec::default());
+        assert_eq!(t.client.weight, 1);
+        let tree = dtb(chosen().kid(
+            simple("d", 0x6000_0000)
+                .cells("hv,tmem-weight", &[3])
+                .cells("hv,tmem-ephemeral", &[0, 4099])
+                .cells("hv,tmem-persistent", &[256])
+                .empty("hv,tmem-compress")
+                .p(
+                    "hv,tmem-shared",
+                    V::Strs(&[
+                        "00112233-4455-6677-8899-aabbccddeeff",
+                        "FFFFFFFF-0000-0000-0000-000000000001",
+                    ]),
+                ),
+        ));
+        let t = &parse_ok(&tree).domains[0].tmem;
+        assert_eq!(
+            (
+                t.client.weight,
+                t.client.eph_cap,
+                t.client.pers_quota,
+                t.client.compress
+            ),
+            (3, 1024, 64, true)
+        );
+        assert_eq!(
+            t.shared.as_slice(),
+            &[
+                [0x7766_5544_3322_1100, 0xffee_ddcc_bbaa_9988],
+                [0xffff_ffff, 0x0100_0000_0000_0000]
+            ]
+        );
+        let bad = |p: &'static str, why: &'static str| DomainError::BadProperty("d", p, why);
+        let weight = "not one cell of 1 to 10000";
+        let uuid = "not a UUID (8-4-4-4-12 hex)";
+        let cases = [
+            (
+                simple("d", 0x6000_0000).cells("hv,tmem-weight", &[0]),
+                bad("hv,tmem-weight", weight),
+            ),
+            (
+                simple("d", 0x6000_0000).cells("hv,tmem-weight", &[10_001]),
+                bad("hv,tmem-weight", weight),
+            ),
+            (
+                simple("d", 0x6000_0000).empty("hv,tmem-weight"),
+                bad("hv,tmem-weight", weight),
+            ),
+            (
+                simple("d", 0x6000_0000).cells("hv,tmem-ephemeral", &[1, 2, 3]),
+                bad("hv,tmem-ephemeral", "not 1 or 2 cells of KiB"),
+            ),
+            (
+                simple("d", 0x6000_0000).empty("hv,tmem-persistent"),
+                bad("hv,tmem-persistent", "not 1 or 2 cells of KiB"),
+            ),
+            (
+                simple("d", 0x6000_0000).cells("hv,tmem-compress", &[1]),
+                bad("hv,tmem-compress", "not empty"),
+            ),
+            (
+                simple("d", 0x6000_0000).p("hv,tmem-shared", V::Bytes(b"abc".to_vec())),
+                bad("hv,tmem-shared", "not a list of strings"),
+            ),
+            (
+                simple("d", 0x6000_0000).s("hv,tmem-shared", "00112233-4455-6677-8899-aabbccddeef"),
+                bad("hv,tmem-shared", uuid),
+            ),
+            (
+                simple("d", 0x6000_0000)
+                    .s("hv,tmem-shared", "00112233x4455-6677-8899-aabbccddeeff"),
+                bad("hv,tmem-shared", uuid),
+            ),
+            (
+                simple("d", 0x6000_0000)
+                    .s("hv,tmem-shared", "0011223g-4455-6677-8899-aabbccddeeff"),
+                bad("hv,tmem-shared", uuid),
+            ),
+            (
+                simple("d", 0x6000_0000)
+                    .s("hv,tmem-shared", "+0112233-4455-6677-8899-aabbccddeeff"),
+                bad("hv,tmem-shared", uuid),
+            ),
+            (
+                simple("d", 0x6000_0000).p(
+                    "hv,tmem-shared",
+                    V::Strs(&[
+                        "00112233-4455-6677-8899-aabbccddeeff",
+                        "00112233-4455-6677-8899-AABBCCDDEEFF",
+                    ]),
+                ),
+                bad("hv,tmem-shared", "a UUID twice"),
+            ),
+        ];
+        for (node, want) in cases {
+            refused(node, want);
+        }
+        // 17 UUIDs: one too many.
+        const MANY: [&str; 17] = [
+            "00000000-0000-0000-0000-000000000000",
+            "00000000-0000-0000-0000-000000000001",
+            "00000000-0000-0000-0000-000000000002",
+            "00000000-0000-0000-0000-000000000003",
+            "00000000-0000-0000-0000-000000000004",
+            "00000000-0000-0000-0000-000000000005",
+            "00000000-0000-0000-0000-000000000006",
+            "00000000-0000-0000-0000-000000000007",
+            "00000000-0000-0000-0000-000000000008",
+            "00000000-0000-0000-0000-000000000009",
+            "00000000-0000-0000-0000-00000000000a",
+            "00000000-0000-0000-0000-00000000000b",
+            "00000000-0000-0000-0000-00000000000c",
+            "00000000-0000-0000-0000-00000000000d",
+            "00000000-0000-0000-0000-00000000000e",
+            "00000000-0000-0000-0000-00000000000f",
+            "00000000-0000-0000-0000-000000000010",
+        ];
+        refused(
+            simple("d", 0x6000_0000).p("hv,tmem-shared", V::Strs(&MANY)),
+            bad("hv,tmem-shared", "more than 16 UUIDs"),
+        );
+        let tree =
+            dtb(chosen().kid(simple("d", 0x6000_0000).p("hv,tmem-shared", V::Strs(&MANY[..16]))));
+        assert_eq!(parse_ok(&tree).domains[0].tmem.shared.len(), 16);
     }
 
     #[test]

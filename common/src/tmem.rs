@@ -253,6 +253,14 @@ impl Tmem {
         self.budget
     }
 
+    /// A new budget (the hypervisor sets it once it knows its free
+    /// memory). Ephemeral pages are dropped down to it at once; while
+    /// persistent pages alone exceed it, every put fails.
+    pub fn set_budget(&mut self, budget_bytes: usize) {
+        self.budget = budget_bytes;
+        while self.used > self.budget && self.evict_one() {}
+    }
+
     /// Compress every domain's pages (on top of the per-domain setting).
     pub fn set_compress_all(&mut self, on: bool) {
         self.compress_all = on;
@@ -854,7 +862,11 @@ impl Tmem {
             }
         }
         assert_eq!(used, self.used, "bytes held");
-        assert!(self.used <= self.budget, "over budget");
+        // Over it only after a smaller budget, with nothing left to drop.
+        assert!(
+            self.used <= self.budget || self.clients.values().all(|c| c.lru.is_empty()),
+            "over budget"
+        );
         assert_eq!(pages, self.stats.pages, "pages held");
         for (d, c) in &self.clients {
             let want = per.remove(d).unwrap_or_default();
@@ -1206,6 +1218,27 @@ mod tests {
         t.put_within(1, e, oid(1), 0, &page(9), 0).unwrap();
         assert_eq!(t.client_stats(1).unwrap().pers_pages, 8);
         t.check_invariants();
+    }
+
+    #[test]
+    fn a_smaller_budget_drops_ephemeral_pages_at_once() {
+        let mut t = store(8);
+        quota(&mut t, 1, 8);
+        let p = t.new_pool(1, PERS, [0; 2]).unwrap();
+        let e = t.new_pool(1, EPH, [0; 2]).unwrap();
+        for i in 0..3 {
+            t.put(1, p, oid(1), i, &page(i as u8)).unwrap();
+            t.put(1, e, oid(1), i, &page(i as u8)).unwrap();
+        }
+        t.set_budget(4 * PAGE);
+        assert_eq!(t.stats().pages, 4);
+        t.check_invariants();
+        // Below the persistent pages: they stay, puts fail.
+        t.set_budget(2 * PAGE);
+        assert_eq!(t.stats().pages, 3);
+        t.check_invariants();
+        assert_eq!(t.put(1, e, oid(2), 0, &page(9)), Err(Error::NoMem));
+        assert_eq!(t.peek(1, p, oid(1), 2).unwrap(), page(2));
     }
 
     #[test]

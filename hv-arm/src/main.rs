@@ -251,6 +251,7 @@ fn main(dtb: u64, _x1: u64, _x2: u64, _x3: u64) -> ! {
     let hv_args = boot.xen_bootargs.or(platform.bootargs).unwrap_or("");
     console::set_timestamps(bootarg(hv_args, "hv.console_timestamps").is_some_and(|v| v != "0"));
     let domains = build_domains(&boot, &shm, hv_args, &slots, online);
+    setup_tmem(hv_args);
     if !domains.is_empty() {
         let slice = bootarg(hv_args, "sched_slice_ms")
             .and_then(|v| v.parse::<u32>().ok())
@@ -658,6 +659,45 @@ fn build_domains(
     built
 }
 
+/// tmem's budget when `hv.tmem_budget=` does not say.
+const DEFAULT_TMEM_BUDGET: u64 = 64 << 20;
+
+/// tmem from the hypervisor's command line, once the domains are built:
+/// `tmem=0` (also `off`, `no`, `false`) turns it off (budget 0, every put
+/// fails with ENOMEM), `hv.tmem_budget=SIZE` sizes it (default 64 MiB),
+/// `tmem_compress=1` compresses every domain's pages (Xen's two options,
+/// our budget). Decision: the budget is at most half the heap left after
+/// the domains, so the store's own bookkeeping and the ABI's allocations
+/// always find memory.
+fn setup_tmem(hv_args: &str) {
+    let off = bootarg(hv_args, "tmem").is_some_and(|v| matches!(v, "0" | "off" | "no" | "false"));
+    let asked = if off {
+        0
+    } else {
+        bootarg(hv_args, "hv.tmem_budget")
+            .and_then(parse_size)
+            .unwrap_or(DEFAULT_TMEM_BUDGET)
+    };
+    let budget = asked.min(heap::free() as u64 / 2);
+    let compress = bootarg(hv_args, "tmem_compress").is_some_and(|v| v != "0");
+    if xen::configure_tmem(budget as usize, compress) {
+        println!(
+            "tmem: {} KiB budget{}{}",
+            budget >> 10,
+            if budget < asked {
+                " (half the free heap)"
+            } else {
+                ""
+            },
+            if compress {
+                ", every domain compressed"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
 /// Gives the domains that speak Xen's ABI their ABI state, then the
 /// policy between them (hv,xen-peers) and their static event channels.
 /// A channel or peer naming a domain that was not built is skipped with a
@@ -673,7 +713,11 @@ fn connect_xen(boot: &Boot, built: &[&'static Domain]) {
         let Some(d) = built.iter().find(|d| d.name() == spec.node && d.has_xen()) else {
             continue;
         };
-        if let Err(e) = xen::add_domain(d, spec.capabilities) {
+        let tmem = common::xen::TmemSetup {
+            client: spec.tmem.client,
+            shared: spec.tmem.shared.to_vec(),
+        };
+        if let Err(e) = xen::add_domain(d, spec.capabilities, tmem) {
             println!("{}: Xen interfaces not set up (errno {})", spec.node, e);
         }
     }

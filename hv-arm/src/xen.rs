@@ -42,27 +42,28 @@ pub struct StaticChannel {
 
 static STATIC_CHANNELS: Lock<alloc::vec::Vec<StaticChannel>> = Lock::new(alloc::vec::Vec::new());
 
-/// Bytes of page data tmem may hold for all domains together. Taken
-/// from the hypervisor's heap as pages are put, given back as they go.
-/// Decision: a fixed 64 MiB until a board or device-tree setting asks
-/// for another size; a domain's persistent pages also need a quota,
-/// which starts at 0 (the control domain sets it).
-const TMEM_BUDGET: usize = 64 << 20;
-
-fn new_xen() -> Xen {
-    let mut xen = Xen::new();
-    xen.tmem = common::tmem::Tmem::new(TMEM_BUDGET);
-    xen
-}
-
-/// Adds the ABI state of `dom` (built with Xen enabled).
-pub fn add_domain(dom: &Domain, caps: u32) -> Result<(), i32> {
+/// Adds the ABI state of `dom` (built with Xen enabled), with its tmem
+/// settings from the device tree.
+pub fn add_domain(dom: &Domain, caps: u32, tmem: core_xen::TmemSetup) -> Result<(), i32> {
     let mut g = XEN.lock();
-    let xen = g.get_or_insert_with(new_xen);
-    xen.add_domain(config(dom, caps))
+    let xen = g.get_or_insert_with(Xen::new);
+    xen.add_domain(config(dom, caps, tmem))
 }
 
-fn config(dom: &Domain, caps: u32) -> core_xen::DomainConfig {
+/// Gives tmem its budget (bytes of page data for all domains together,
+/// taken from the heap as pages are put) and whether every domain's
+/// pages are compressed. Until this is called the budget is 0 and every
+/// put fails. False when no domain speaks Xen's ABI (no one could use
+/// tmem).
+pub fn configure_tmem(budget: usize, compress_all: bool) -> bool {
+    let mut g = XEN.lock();
+    let Some(xen) = g.as_mut() else { return false };
+    xen.tmem.set_budget(budget);
+    xen.tmem.set_compress_all(compress_all);
+    true
+}
+
+fn config(dom: &Domain, caps: u32, tmem: core_xen::TmemSetup) -> core_xen::DomainConfig {
     core_xen::DomainConfig {
         id: dom.id,
         name: alloc::string::String::from(dom.name()),
@@ -72,7 +73,7 @@ fn config(dom: &Domain, caps: u32) -> core_xen::DomainConfig {
         ram_pages: dom.ram_size() >> 12,
         max_grant_frames: core_xen::DEFAULT_GRANT_FRAMES,
         max_evtchn_ports: core_xen::DEFAULT_EVTCHN_PORTS,
-        tmem: Default::default(),
+        tmem,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn resolve(f: &FileRef) -> Result<PathBuf, String> {
     match f {
         FileRef::Debian => debian_arm64_image(),
         FileRef::Busybox => linux::initramfs(Mode::Poweroff),
+        FileRef::TestGuest => crate::testguest::build_testguest(),
         FileRef::Path(p) => Ok(p.clone()),
     }
 }

@@ -47,11 +47,20 @@
 //!                 size = "64K", owner = true }]
 //!                        # optional: static shared memory; owner
 //!                        # optional (role "owner"/"borrower")
+//! tmem = { weight = 2, ephemeral = "1M", persistent = "256K",
+//!          compress = true, shared = ["5a7d0f1e-0000-4000-8000-000000000001"] }
+//!                        # optional, every key optional: the domain's
+//!                        # transcendent-memory settings (hv,tmem-*):
+//!                        # weight 1..=10000, ephemeral cap and
+//!                        # persistent quota (multiples of 4K), the
+//!                        # shared-pool UUIDs it may join (at most 16)
 //! ```
 //!
 //! Sizes are a string with a `K`, `M` or `G` suffix (binary units, either
 //! case) or a plain number of bytes (integer or string). Unknown keys are
-//! errors. A file named `debian` or `busybox` is written `./debian`.
+//! errors. A file named `debian`, `busybox` or `testguest` is written
+//! `./debian`; `kernel = "testguest"` is the bare-metal test guest
+//! (`tests/guests/testguest`), which the runner builds.
 //!
 //! # What is checked
 //!
@@ -69,7 +78,9 @@
 //! as one kind of module only; at most [`MAX_MODULES`] distinct files;
 //! `on_crash`; `passthrough` empty; `slice_ms` 1..=1000; no NUL in a
 //! command line; `xen` one of its three values; `peers` naming other
-//! domains of the file, each once, at most [`MAX_PEERS`].
+//! domains of the file, each once, at most [`MAX_PEERS`]; `tmem` only
+//! with Xen interfaces, its values in range, UUIDs well formed and
+//! distinct.
 //!
 //! Static event channels: each end's port is 1..=[`MAX_STATIC_PORT`] and
 //! the peer another domain of the file. A channel is written once, in
@@ -191,6 +202,8 @@ pub enum FileRef {
     Debian,
     /// `"busybox"`: the runner's busybox initramfs.
     Busybox,
+    /// `"testguest"`: the bare-metal test guest the runner builds.
+    TestGuest,
     /// Any other file: resolved against the scenario's directory (and
     /// canonical when it exists), so one file is one `FileRef`.
     Path(PathBuf),
@@ -201,6 +214,7 @@ impl fmt::Display for FileRef {
         match self {
             FileRef::Debian => f.write_str("debian"),
             FileRef::Busybox => f.write_str("busybox"),
+            FileRef::TestGuest => f.write_str("testguest"),
             FileRef::Path(p) => write!(f, "{}", p.display()),
         }
     }
@@ -263,6 +277,23 @@ pub struct DomainCfg {
     pub static_evtchn: Vec<EvtchnCfg>,
     /// The static shared-memory regions it maps.
     pub shared_mem: Vec<ShmCfg>,
+    /// Its tmem settings (`None`: the hypervisor's defaults).
+    pub tmem: Option<TmemCfg>,
+}
+
+/// A domain's `tmem` table: its `hv,tmem-*` properties.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TmemCfg {
+    /// `hv,tmem-weight`.
+    pub weight: Option<u32>,
+    /// `hv,tmem-ephemeral`, bytes.
+    pub ephemeral: Option<u64>,
+    /// `hv,tmem-persistent`, bytes.
+    pub persistent: Option<u64>,
+    /// `hv,tmem-compress`.
+    pub compress: bool,
+    /// `hv,tmem-shared`.
+    pub shared: Vec<String>,
 }
 
 /// A domain's `xen`: the `xen,enhanced` value of its node.
@@ -603,6 +634,26 @@ impl Scenario {
                 let list: Vec<String> = d.peers.iter().map(|p| dts_string(p)).collect();
                 let _ = writeln!(s, "\t\t\thv,xen-peers = {};", list.join(", "));
             }
+            if let Some(t) = &d.tmem {
+                if let Some(w) = t.weight {
+                    let _ = writeln!(s, "\t\t\thv,tmem-weight = <{w}>;");
+                }
+                for (name, bytes) in [
+                    ("hv,tmem-ephemeral", t.ephemeral),
+                    ("hv,tmem-persistent", t.persistent),
+                ] {
+                    if let Some(b) = bytes {
+                        let _ = writeln!(s, "\t\t\t{name} = <{}>;", b >> 10);
+                    }
+                }
+                if t.compress {
+                    s.push_str("\t\t\thv,tmem-compress;\n");
+                }
+                if !t.shared.is_empty() {
+                    let list: Vec<String> = t.shared.iter().map(|u| dts_string(u)).collect();
+                    let _ = writeln!(s, "\t\t\thv,tmem-shared = {};", list.join(", "));
+                }
+            }
             for (file, kind) in d.modules() {
                 let p = placed
                     .iter()
@@ -743,6 +794,17 @@ struct RawDomain {
     peers: Option<Vec<String>>,
     static_evtchn: Option<Vec<RawEvtchn>>,
     shared_mem: Option<Vec<RawShm>>,
+    tmem: Option<RawTmem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTmem {
+    weight: Option<i64>,
+    ephemeral: Option<RawSize>,
+    persistent: Option<RawSize>,
+    compress: Option<bool>,
+    shared: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -848,6 +910,14 @@ fn file_ref(v: &str, kind: ModuleKind, dir: &Path, err: &mut impl FnMut(String))
             }
             FileRef::Debian
         }
+        "testguest" => {
+            if kind != ModuleKind::Kernel {
+                err(format!(
+                    "{noun} \"testguest\": the test guest can only be a kernel (write ./testguest for a file)"
+                ));
+            }
+            FileRef::TestGuest
+        }
         "busybox" => {
             if kind != ModuleKind::Ramdisk {
                 err(format!(
@@ -874,6 +944,59 @@ fn file_ref(v: &str, kind: ModuleKind, dir: &Path, err: &mut impl FnMut(String))
                 }
             }
         }
+    }
+}
+
+/// Checks a domain's `tmem` table (the rules of `common::dom0less`).
+fn tmem_cfg(t: &RawTmem, xen: Option<XenMode>, err: &mut impl FnMut(String)) -> TmemCfg {
+    use common::dom0less::{MAX_TMEM_WEIGHT, parse_uuid};
+    if !xen.is_some_and(XenMode::interfaces) {
+        err("tmem: needs xen = \"no-xenstore\" or \"enabled\" (tmem is a Xen hypercall)".into());
+    }
+    let weight = t.weight.and_then(|w| match u32::try_from(w) {
+        Ok(v @ 1..=MAX_TMEM_WEIGHT) => Some(v),
+        _ => {
+            err(format!("tmem weight {w}: must be 1..={MAX_TMEM_WEIGHT}"));
+            None
+        }
+    });
+    let mut size = |what: &str, v: &Option<RawSize>| {
+        let v = v.as_ref()?;
+        match v.bytes() {
+            Some(b) if b % 4096 == 0 && b >> 10 <= u64::from(u32::MAX) => Some(b),
+            _ => {
+                err(format!(
+                    "tmem {what} {:?}: must be a size, a multiple of 4K, below 4T",
+                    v.to_string()
+                ));
+                None
+            }
+        }
+    };
+    let ephemeral = size("ephemeral", &t.ephemeral);
+    let persistent = size("persistent", &t.persistent);
+    let shared = t.shared.clone().unwrap_or_default();
+    if shared.len() > common::tmem::MAX_SHARED_POOLS {
+        err(format!(
+            "tmem shared: {} UUIDs, at most {}",
+            shared.len(),
+            common::tmem::MAX_SHARED_POOLS
+        ));
+    }
+    let mut seen = Vec::new();
+    for u in &shared {
+        match parse_uuid(u.as_bytes()) {
+            None => err(format!("tmem shared {u:?}: not a UUID (8-4-4-4-12 hex)")),
+            Some(v) if seen.contains(&v) => err(format!("tmem shared {u:?}: twice")),
+            Some(v) => seen.push(v),
+        }
+    }
+    TmemCfg {
+        weight,
+        ephemeral,
+        persistent,
+        compress: t.compress.unwrap_or(false),
+        shared,
     }
 }
 
@@ -1095,6 +1218,7 @@ fn validate(raw: RawScenario, dir: &Path) -> Result<Scenario, Vec<String>> {
                 shared_mem.push(shm);
             }
         }
+        let tmem = d.tmem.as_ref().map(|t| tmem_cfg(t, xen, &mut derr));
         domains.push(DomainCfg {
             name: d.name.clone(),
             kernel,
@@ -1114,6 +1238,7 @@ fn validate(raw: RawScenario, dir: &Path) -> Result<Scenario, Vec<String>> {
             peers,
             static_evtchn,
             shared_mem,
+            tmem,
         });
     }
     cross_domain(&domains, &first_use, &mut errors);
@@ -1505,6 +1630,7 @@ mod tests {
                 peers: vec![],
                 static_evtchn: vec![],
                 shared_mem: vec![],
+                tmem: None,
             }]
         );
         assert_eq!(s.dir, d);
@@ -1891,7 +2017,7 @@ mod tests {
 
     fn sizes(k: u64, r: u64) -> impl Fn(&FileRef) -> Result<u64, String> {
         move |f| match f {
-            FileRef::Debian => Ok(k),
+            FileRef::Debian | FileRef::TestGuest => Ok(k),
             FileRef::Busybox => Ok(r),
             FileRef::Path(p) => Ok(std::fs::metadata(p).map_err(|e| e.to_string())?.len()),
         }
@@ -1945,7 +2071,7 @@ mod tests {
         let size = |kernel: u64, ramdisk: u64, b: u64| {
             let dir = dir.clone();
             move |f: &FileRef| match f {
-                FileRef::Debian => Ok(kernel),
+                FileRef::Debian | FileRef::TestGuest => Ok(kernel),
                 FileRef::Busybox => Ok(ramdisk),
                 FileRef::Path(p) if p.ends_with("b") => Ok(b),
                 FileRef::Path(p) if p.starts_with(std::fs::canonicalize(&dir).unwrap()) => Ok(4096),
@@ -2071,7 +2197,7 @@ bootargs = "hv.console_timestamps=1 x=\"q\\"
         let s = Scenario::from_toml(&text, &dir).unwrap();
         let p = s
             .place_modules(&|f: &FileRef| match f {
-                FileRef::Debian => Ok(0x1a2_b3c4),
+                FileRef::Debian | FileRef::TestGuest => Ok(0x1a2_b3c4),
                 FileRef::Busybox => Ok(0x12_3456),
                 FileRef::Path(_) => Ok(0x800),
             })
@@ -2387,6 +2513,99 @@ bootargs = "hv.console_timestamps=1 x=\"q\\"
         let e = errors(&two(&format!("peers = [{}]", names.join(", ")), ""));
         assert_eq!(e[0], "domain 'a': peers: 17 names, at most 16");
         assert_eq!(e.len(), 18, "{e:#?}");
+    }
+
+    #[test]
+    fn tmem_tables_read_back_as_device_tree_properties_and_are_checked() {
+        let a = domain(
+            "a",
+            "xen = \"no-xenstore\"\n\
+             tmem = { weight = 3, ephemeral = \"1M\", persistent = \"256K\", \
+             compress = true, shared = [\"00112233-4455-6677-8899-aabbccddeeff\"] }",
+        );
+        let b = domain("b", "xen = \"enabled\"\ntmem = {}");
+        let text = format!("{MACHINE}{a}{b}").replace(
+            "kernel = \"debian\"\nramdisk = \"busybox\"",
+            "kernel = \"testguest\"",
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.domains[0].kernel, FileRef::TestGuest);
+        assert_eq!(
+            s.domains[0].tmem,
+            Some(TmemCfg {
+                weight: Some(3),
+                ephemeral: Some(1 << 20),
+                persistent: Some(256 << 10),
+                compress: true,
+                shared: vec!["00112233-4455-6677-8899-aabbccddeeff".into()],
+            })
+        );
+        assert_eq!(s.domains[1].tmem, Some(TmemCfg::default()));
+        let p = s.place_modules(&sizes(0x10_0000, 0)).unwrap();
+        let dts = s.chosen_dts(&p);
+        let want = "\t\t\txen,enhanced = \"no-xenstore\";\n\
+                    \t\t\thv,tmem-weight = <3>;\n\
+                    \t\t\thv,tmem-ephemeral = <1024>;\n\
+                    \t\t\thv,tmem-persistent = <256>;\n\
+                    \t\t\thv,tmem-compress;\n\
+                    \t\t\thv,tmem-shared = \"00112233-4455-6677-8899-aabbccddeeff\";\n";
+        assert!(dts.contains(want), "{dts}");
+        assert_eq!(dts.matches("hv,tmem").count(), 5, "b writes none: {dts}");
+
+        let x = |extra: &str| {
+            format!(
+                "{MACHINE}{}",
+                domain("a", &format!("xen = \"no-xenstore\"\ntmem = {{ {extra} }}"))
+            )
+        };
+        let uuid = |n: usize| format!("\"00000000-0000-0000-0000-{n:012x}\"");
+        let many: Vec<String> = (0..17).map(uuid).collect();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                format!("{MACHINE}{}", domain("a", "tmem = { weight = 2 }")),
+                "domain 'a': tmem: needs xen = \"no-xenstore\" or \"enabled\"",
+            ),
+            (
+                x("weight = 0"),
+                "domain 'a': tmem weight 0: must be 1..=10000",
+            ),
+            (x("weight = 10001"), "tmem weight 10001: must be 1..=10000"),
+            (
+                x("ephemeral = \"6K\""),
+                "tmem ephemeral \"6K\": must be a size, a multiple of 4K",
+            ),
+            (
+                x("persistent = \"lots\""),
+                "tmem persistent \"lots\": must be a size",
+            ),
+            (
+                x("shared = [\"00112233-4455-6677-8899-aabbccddeef\"]"),
+                "tmem shared \"00112233-4455-6677-8899-aabbccddeef\": not a UUID",
+            ),
+            (
+                x(&format!("shared = [{}, {}]", uuid(1), uuid(1))),
+                "tmem shared \"00000000-0000-0000-0000-000000000001\": twice",
+            ),
+            (
+                x(&format!("shared = [{}]", many.join(", "))),
+                "tmem shared: 17 UUIDs, at most 16",
+            ),
+            (x("colour = 1"), "unknown field `colour`"),
+            (
+                format!(
+                    "{MACHINE}{}",
+                    domain("a", "").replace("busybox", "testguest")
+                ),
+                "ramdisk \"testguest\": the test guest can only be a kernel",
+            ),
+        ];
+        for (text, want) in &cases {
+            let e = errors(text);
+            assert!(
+                e.iter().any(|m| m.contains(want)),
+                "want an error containing {want:?}, got {e:#?}\n{text}"
+            );
+        }
     }
 
     #[test]
