@@ -46,6 +46,20 @@ const fn align4(v: u64) -> u64 {
 
 /// Checks the tree at `dtb` and that `/chosen/bootargs` is `want`.
 pub fn check_bootargs(dtb: u64, want: &str) -> Result<(), Msg> {
+    let got = bootargs(dtb)?;
+    if got.as_str() == want {
+        Ok(())
+    } else {
+        Err(msg!(
+            "/chosen/bootargs is {:?}, want {want:?}",
+            got.as_str()
+        ))
+    }
+}
+
+/// `/chosen/bootargs` of the tree at `dtb` (its header checked), cut at
+/// what a [`Msg`] holds.
+pub fn bootargs(dtb: u64) -> Result<Msg, Msg> {
     let magic = be32(dtb);
     if magic != FDT_MAGIC {
         return Err(msg!("no FDT magic at {dtb:#x} (read {magic:#x})"));
@@ -90,20 +104,14 @@ pub fn check_bootargs(dtb: u64, want: &str) -> Result<(), Msg> {
                 let value = p + 8;
                 p = align4(value + len);
                 if in_chosen && depth == 2 && str_eq(name, "bootargs") {
-                    if len == want.len() as u64 + 1 && str_eq(value, want) {
-                        return Ok(());
-                    }
                     let mut got = Msg::new();
-                    for a in value..value + len.min(64) {
+                    for a in value..value + len.min(crate::MSG_MAX as u64) {
                         match byte(a) {
-                            0 => {}
+                            0 => break,
                             b => got.push(b),
                         }
                     }
-                    return Err(msg!(
-                        "/chosen/bootargs is {:?}, want {want:?}",
-                        got.as_str()
-                    ));
+                    return Ok(got);
                 }
             }
             FDT_NOP => {}

@@ -84,6 +84,15 @@ impl Dev {
         v
     }
 
+    /// 64-bit write of the register at `off`.
+    pub fn write64(self, off: u64, v: u64) {
+        // SAFETY: as in `read32`; a device frame or shared memory of the
+        // guest map, not memory Rust owns.
+        unsafe {
+            asm!("str {v}, [{a}]", v = in(reg) v, a = in(reg) self.0 + off, options(nostack, preserves_flags))
+        };
+    }
+
     /// 32-bit write of the register at `off`.
     pub fn write32(self, off: u64, v: u32) {
         // SAFETY: as in `read32`; a device register, not memory Rust owns.
@@ -100,6 +109,11 @@ impl Dev {
         };
     }
 }
+
+/// Where scenarios/tmem-pair.toml and the tmem benchmark map 4 KiB of
+/// static shared memory (`xen,domain-shared-memory-v1`) that both test
+/// guests see: their mailbox, outside tmem, for taking turns.
+pub const MAILBOX: Dev = Dev(0x2300_0000);
 
 // ---------------------------------------------------------------- console
 

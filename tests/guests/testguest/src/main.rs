@@ -25,6 +25,9 @@
 //!   the hypervisor kept serving the other vCPU;
 //! - CPU_OFF from vCPU 1, seen by vCPU 0 through AFFINITY_INFO.
 //!
+//! With `/chosen/bootargs` = `testguest tmem=ROLE` it runs one of the
+//! tmem programs instead (see `tmem.rs`), with the same line format.
+//!
 //! Every wait is bounded by the virtual counter, so a broken hypervisor
 //! gives FAIL lines rather than a hang. With the `bare-qemu` feature the
 //! guest runs on QEMU itself (no hypervisor) to check the guest: both
@@ -36,6 +39,7 @@
 mod boot;
 mod fdt;
 mod hw;
+mod tmem;
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -178,6 +182,14 @@ extern "C" fn primary_main(dtb: u64, entry_daif: u64) -> ! {
     TICK_INTERVAL.store(hz / 1000, Relaxed);
 
     let mut t = Tally { failed: 0 };
+    // `testguest tmem=ROLE`: one of the tmem programs instead.
+    if let Ok(args) = fdt::bootargs(dtb)
+        && let Some(role) = args.as_str().strip_prefix("testguest tmem=")
+    {
+        say!("testguest: tmem role {role}");
+        tmem::run(role, &mut t);
+        finish(&t);
+    }
     t.check("boot_state", boot_state(entry_daif));
     t.check("dtb", check_dtb(dtb));
     t.check("vectors", check_vectors());
@@ -213,6 +225,11 @@ extern "C" fn primary_main(dtb: u64, entry_daif: u64) -> ! {
 
     hw::irqs_off();
     hw::timer_stop();
+    finish(&t);
+}
+
+/// The verdict line, then SYSTEM_OFF.
+fn finish(t: &Tally) -> ! {
     if t.failed == 0 {
         say!("testguest: PASS");
     } else {
