@@ -14,3 +14,4 @@ pub mod qemu;
 pub mod scenario;
 pub mod suite;
 pub mod testguest;
+pub mod tmembench;

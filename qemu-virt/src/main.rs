@@ -95,6 +95,7 @@ Examples:
   cargo run -- build --board rpi4        build only; last line = Image path
   cargo run -- bench linux               guest vs. native Linux boot times
   cargo run -- bench xen                 Xen-ABI hypercall/evtchn/grant figures
+  cargo run -- bench tmem                tmem puts/gets (host, guest), compression
   cargo run -- test                      the whole test suite";
 
 /// Builds the hv-arm hypervisor and boots it under QEMU virt with a Linux
@@ -181,6 +182,9 @@ enum BenchWhat {
     Linux,
     /// Xen's ABI: two Linux domains on one CPU, xentool's benchmark.
     Xen,
+    /// tmem: the store on the host (criterion), compression on real
+    /// pages, and puts/gets in the test guest under icount.
+    Tmem,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -263,6 +267,17 @@ fn main() -> ExitCode {
             what: BenchWhat::Xen,
             verbose,
         }) => match qemu_virt::bench::xen(verbose) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("qemu-virt: bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::Bench {
+            what: BenchWhat::Tmem,
+            verbose,
+        }) => match qemu_virt::tmembench::tmem(verbose) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

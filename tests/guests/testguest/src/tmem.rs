@@ -15,9 +15,9 @@
 //! - `b` joins the shared pool, gets `a`'s pages (twice: shared gets are
 //!   not exclusive), checks that a private get is, puts its own pages in
 //!   the shared pool, and powers off in the middle of `a`'s run.
-//! - `bench-raw` and `bench-lz4` (the tmem benchmark) time puts and gets
-//!   of a page mix against a null hypercall; the two domains differ only
-//!   in `hv,tmem-compress`, and `bench-lz4` waits for `bench-raw`.
+//! - `bench-raw` and `bench-lz4` (`cargo run -- bench tmem`, one domain
+//!   per QEMU run) time puts and gets of a page mix against a null
+//!   hypercall; the runs differ only in `hv,tmem-compress`.
 //!
 //! Pages move through two frames of this image's bss; the frames given
 //! back to the hypervisor are another bss array nothing else touches.
@@ -77,11 +77,10 @@ const FLOOD: u32 = 768;
 const NEWEST: u32 = 16;
 
 /// Mailbox words (each `STEP | n`, so stale memory never looks like a
-/// step): `a`'s progress at 0, `b`'s at 8, the benchmark's at 16.
+/// step): `a`'s progress at 0, `b`'s at 8.
 const STEP: u64 = 0x5eed_0000;
 const A_WORD: u64 = 0;
 const B_WORD: u64 = 8;
-const BENCH_WORD: u64 = 16;
 
 // --------------------------------------------------------------- memory
 
@@ -607,14 +606,6 @@ const BENCH_ROUNDS: u32 = 4;
 /// mix (a third mostly zero, a third text-like, a third noise) and
 /// prints `tmembench: ...` in counter ticks and nanoseconds per op.
 fn bench(t: &mut Tally, lz4: bool) {
-    if lz4 {
-        let turn = await_step(BENCH_WORD, 1, 600_000);
-        let ok = turn.is_ok();
-        t.check("tmem_bench_turn", turn);
-        if !ok {
-            return;
-        }
-    }
     let pool = new_pool(0, [0; 2]);
     if pool < 0 {
         t.check("tmem_bench_pool", Err(msg!("new pool: {pool}")));
@@ -629,9 +620,8 @@ fn bench(t: &mut Tally, lz4: bool) {
         hypercall(HC_XEN_VERSION, 0, 0);
     }
     let null = now() - t0;
-    // Pages are filled outside the timed part: one frame per kind, each
-    // put from its own frame would need three; fill before each put and
-    // time only the hypercall.
+    // Pages are filled outside the timed part: only the hypercall is
+    // timed.
     let (mut put_ticks, mut get_ticks, mut bad) = (0u64, 0u64, 0u32);
     for round in 0..BENCH_ROUNDS {
         for i in 0..BENCH_PAGES {
@@ -660,7 +650,4 @@ fn bench(t: &mut Tally, lz4: bool) {
         ns(put_ticks, ops),
         ns(get_ticks, ops)
     );
-    if !lz4 {
-        post(BENCH_WORD, 1);
-    }
 }
