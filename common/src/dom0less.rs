@@ -1319,6 +1319,12 @@ pub fn check_invariants(boot: &Boot<'_>, ram: &[PhysRange]) {
         assert!(used <= d.memory, "{}: modules do not fit", d.node);
         // The table holds no module of this domain beyond the three.
         assert!(all.iter().filter(|t| t.owners & bit != 0).count() <= 3);
+        let t = &d.tmem;
+        assert!((1..=MAX_TMEM_WEIGHT).contains(&t.client.weight));
+        assert!(!t.client.frozen);
+        for (k, u) in t.shared.iter().enumerate() {
+            assert!(!t.shared[..k].contains(u), "{}: a UUID twice", d.node);
+        }
         check_static_invariants(boot, d, ram);
     }
     // Shared regions across domains: one id is one range, ids apart, one

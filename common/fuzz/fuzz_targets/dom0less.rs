@@ -202,6 +202,50 @@ const DOM0_PHANDLE: u32 = 0x50;
 /// one and a too long one.
 const SHM_IDS: [&str; 5] = ["ring", "bulk", "log", "", "sixteen-bytes-id"];
 
+/// The `hv,tmem-*` properties: each present half the time, mostly good
+/// values, sometimes a bad one (weight 0, a bad cell count, a malformed
+/// or repeated UUID).
+fn write_tmem(inp: &mut Input, w: &mut FdtWriter) -> Option<()> {
+    if inp.chance(4) {
+        let weight = match inp.below(8) {
+            0 => 0,
+            1 => inp.u32(),
+            n => u32::from(n),
+        };
+        w.property_u32("hv,tmem-weight", weight).ok()?;
+    }
+    for name in ["hv,tmem-ephemeral", "hv,tmem-persistent"] {
+        if inp.chance(4) {
+            match inp.below(4) {
+                0 => w.property(name, &[1, 2, 3]).ok()?,
+                1 => w.property(name, &cells(&[0, inp.u32()])).ok()?,
+                _ => w.property_u32(name, inp.u32() >> inp.below(32)).ok()?,
+            }
+        }
+    }
+    if inp.chance(4) {
+        if inp.chance(1) {
+            w.property_u32("hv,tmem-compress", 1).ok()?;
+        } else {
+            w.property_null("hv,tmem-compress").ok()?;
+        }
+    }
+    if inp.chance(4) {
+        const UUIDS: [&str; 4] = [
+            "5a7d0f1e-0000-4000-8000-000000000001",
+            "5A7D0F1E-0000-4000-8000-000000000002",
+            "5a7d0f1e-0000-4000-8000-00000000000",
+            "5a7d0f1e+0000-4000-8000-000000000003",
+        ];
+        let n = inp.below(5);
+        let list: Vec<String> = (0..n)
+            .map(|_| UUIDS[usize::from(inp.below(4))].into())
+            .collect();
+        w.property_string_list("hv,tmem-shared", list).ok()?;
+    }
+    Some(())
+}
+
 /// Domain `d`'s static event channels: `n` nodes, channel `c` paired with
 /// channel `c` of domain `d ^ 1` (ports 1 + c here, 100 + c there), each
 /// with a phandle; the input sometimes bends a port, the pointer, or the
@@ -415,6 +459,7 @@ fn domain(
             }
         }
     }
+    write_tmem(inp, w)?;
     let cells = own_cells.unwrap_or(parent);
     write_statics(inp, w, i, domains, cells)?;
     if dense {
