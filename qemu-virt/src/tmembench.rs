@@ -82,8 +82,8 @@ pub fn compression(bytes: &[u8]) -> (u64, u64, u64) {
     for (i, chunk) in bytes.chunks(PAGE).enumerate() {
         let mut page = [0u8; PAGE];
         page[..chunk.len()].copy_from_slice(chunk);
-        let oid = [(i >> 32) as u64, 0, 0];
-        if t.put(1, pool, oid, i as u32, &page).is_err() {
+        let Ok(index) = u32::try_from(i) else { break };
+        if t.put(1, pool, [0; 3], index, &page).is_err() {
             break;
         }
     }

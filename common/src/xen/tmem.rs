@@ -280,7 +280,7 @@ pub fn sysctl(xen: &mut Xen, env: &dyn Env, dom: DomId, arg: u64) -> Result<i64,
             .into_iter()
             .enumerate()
             {
-                out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+                put_u32(&mut out, i * 4, v);
             }
             env.write_virt(buf, &out)
                 .map_err(|e| xen.refuse(env, dom, e, "tmem client buffer"))?;
@@ -316,16 +316,16 @@ pub fn sysctl(xen: &mut Xen, env: &dyn Env, dom: DomId, arg: u64) -> Result<i64,
             let d = one()?;
             let pools = xen.tmem.pools_of(d);
             let room = len as usize / TMEM_POOL_INFO_SIZE;
-            for (i, (id, kind, uuid, pages)) in pools.iter().take(room).enumerate() {
+            for (i, &(id, kind, uuid, pages)) in pools.iter().take(room).enumerate() {
                 let mut out = [0u8; TMEM_POOL_INFO_SIZE];
                 let flags = (u32::from(kind.persistent) * TMEM_POOL_INFO_PERSIST)
                     | (u32::from(kind.shared) * TMEM_POOL_INFO_SHARED)
                     | (TMEM_SPEC_VERSION << TMEM_POOL_VERSION_SHIFT);
-                out[0..4].copy_from_slice(&flags.to_le_bytes());
-                out[4..8].copy_from_slice(&id.to_le_bytes());
-                out[8..16].copy_from_slice(&pages.to_le_bytes());
-                out[16..24].copy_from_slice(&uuid[0].to_le_bytes());
-                out[24..32].copy_from_slice(&uuid[1].to_le_bytes());
+                put_u32(&mut out, 0, flags);
+                put_u32(&mut out, 4, id);
+                put_u64(&mut out, 8, pages);
+                put_u64(&mut out, 16, uuid[0]);
+                put_u64(&mut out, 24, uuid[1]);
                 let at = buf.wrapping_add((i * TMEM_POOL_INFO_SIZE) as u64);
                 env.write_virt(at, &out)
                     .map_err(|e| xen.refuse(env, dom, e, "tmem pool buffer"))?;
@@ -420,10 +420,10 @@ mod tests {
     fn new_pool(xen: &mut Xen, env: &TestEnv, dom: DomId, flags: u32, uuid: [u64; 2]) -> i64 {
         env.current.set(dom);
         let mut b = [0u8; TMEM_OP_SIZE];
-        b[0..4].copy_from_slice(&TMEM_NEW_POOL.to_le_bytes());
-        b[8..16].copy_from_slice(&uuid[0].to_le_bytes());
-        b[16..24].copy_from_slice(&uuid[1].to_le_bytes());
-        b[24..28].copy_from_slice(&flags.to_le_bytes());
+        put_u32(&mut b, 0, TMEM_NEW_POOL);
+        put_u64(&mut b, 8, uuid[0]);
+        put_u64(&mut b, 16, uuid[1]);
+        put_u32(&mut b, 24, flags);
         env.poke(OP, &b);
         call(xen, env, dom, HC_TMEM_OP, OP)
     }
@@ -442,14 +442,14 @@ mod tests {
     ) -> i64 {
         env.current.set(dom);
         let mut b = [0u8; TMEM_OP_SIZE];
-        b[0..4].copy_from_slice(&cmd.to_le_bytes());
-        b[4..8].copy_from_slice(&pool.to_le_bytes());
-        b[8..16].copy_from_slice(&oid.to_le_bytes());
-        b[32..36].copy_from_slice(&index.to_le_bytes());
+        put_u32(&mut b, 0, cmd);
+        put_u32(&mut b, 4, pool as u32);
+        put_u64(&mut b, 8, oid);
+        put_u32(&mut b, 32, index);
         for (i, v) in offsets.iter().enumerate() {
-            b[36 + i * 4..40 + i * 4].copy_from_slice(&v.to_le_bytes());
+            put_u32(&mut b, 36 + i * 4, *v);
         }
-        b[48..56].copy_from_slice(&gfn.to_le_bytes());
+        put_u64(&mut b, 48, gfn);
         env.poke(OP, &b);
         call(xen, env, dom, HC_TMEM_OP, OP)
     }
@@ -621,16 +621,16 @@ mod tests {
         buf: u64,
     ) -> [u8; SYSCTL_TMEM_SIZE] {
         let mut b = [0u8; SYSCTL_TMEM_SIZE];
-        b[0..4].copy_from_slice(&XEN_SYSCTL_TMEM_OP.to_le_bytes());
-        b[4..8].copy_from_slice(&XEN_SYSCTL_INTERFACE_VERSION_TMEM.to_le_bytes());
-        b[8..12].copy_from_slice(&cmd.to_le_bytes());
-        b[16..20].copy_from_slice(&cli.to_le_bytes());
-        b[20..24].copy_from_slice(&len.to_le_bytes());
-        b[24..28].copy_from_slice(&arg.to_le_bytes());
+        put_u32(&mut b, 0, XEN_SYSCTL_TMEM_OP);
+        put_u32(&mut b, 4, XEN_SYSCTL_INTERFACE_VERSION_TMEM);
+        put_u32(&mut b, 8, cmd);
+        put_u32(&mut b, 16, cli);
+        put_u32(&mut b, 20, len);
+        put_u32(&mut b, 24, arg);
         for (i, w) in oid.iter().enumerate() {
-            b[32 + i * 8..40 + i * 8].copy_from_slice(&w.to_le_bytes());
+            put_u64(&mut b, 32 + i * 8, *w);
         }
-        b[56..64].copy_from_slice(&buf.to_le_bytes());
+        put_u64(&mut b, 56, buf);
         b
     }
 
@@ -650,16 +650,16 @@ mod tests {
         assert_eq!(sysctl_call(&mut xen, &env, D1, &auth), e(EPERM));
         xen.domain_mut(D1).unwrap().cfg.caps |= CAP_CONTROL;
         let mut bad = auth;
-        bad[4..8].copy_from_slice(&0x15u32.to_le_bytes());
+        put_u32(&mut bad, 4, 0x15u32);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &bad), e(EACCES));
         let mut other = auth;
-        other[0..4].copy_from_slice(&1u32.to_le_bytes());
+        put_u32(&mut other, 0, 1u32);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &other), e(ENOSYS));
         // Authorize both domains for one uuid; they then share a pool.
         let mut info = [0u8; TMEM_POOL_INFO_SIZE];
-        info[0..4].copy_from_slice(&TMEM_POOL_INFO_AUTH.to_le_bytes());
-        info[16..24].copy_from_slice(&5u64.to_le_bytes());
-        info[24..32].copy_from_slice(&6u64.to_le_bytes());
+        put_u32(&mut info, 0, TMEM_POOL_INFO_AUTH);
+        put_u64(&mut info, 16, 5u64);
+        put_u64(&mut info, 24, 6u64);
         env.current.set(D1);
         env.poke(buf, &info);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &auth), 1);
@@ -686,9 +686,9 @@ mod tests {
         );
         assert_eq!(put(&mut xen, &env, D2, 1, 0, 1), e(ENOMEM));
         let mut client = [0u8; TMEM_CLIENT_SIZE];
-        client[0..4].copy_from_slice(&TMEM_SPEC_VERSION.to_le_bytes());
-        client[12..16].copy_from_slice(&TMEM_CLIENT_COMPRESS_BIT.to_le_bytes());
-        client[16..20].copy_from_slice(&3u32.to_le_bytes());
+        put_u32(&mut client, 0, TMEM_SPEC_VERSION);
+        put_u32(&mut client, 12, TMEM_CLIENT_COMPRESS_BIT);
+        put_u32(&mut client, 16, 3u32);
         env.current.set(D1);
         env.poke(buf, &client);
         let set = sysctl_op(TMEMC_SET_CLIENT_INFO, u32::from(D2), 0, 1, [0, 2, 0], buf);
@@ -703,12 +703,12 @@ mod tests {
         let c = xen.tmem.config(D2);
         assert_eq!((c.weight, c.compress, c.pers_quota), (3, true, 2));
         // Bad client versions and pool counts.
-        client[0..4].copy_from_slice(&2u32.to_le_bytes());
+        put_u32(&mut client, 0, 2u32);
         env.current.set(D1);
         env.poke(buf, &client);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &set), e(EOPNOTSUPP));
-        client[0..4].copy_from_slice(&TMEM_SPEC_VERSION.to_le_bytes());
-        client[4..8].copy_from_slice(&17u32.to_le_bytes());
+        put_u32(&mut client, 0, TMEM_SPEC_VERSION);
+        put_u32(&mut client, 4, 17u32);
         env.poke(buf, &client);
         assert_eq!(sysctl_call(&mut xen, &env, D1, &set), e(ERANGE));
         // GET_CLIENT_INFO and GET_POOLS read back.
