@@ -154,7 +154,7 @@ core::arch::global_asm!(
     "pml4: .skip 4096",
     "pdpt: .skip 4096",
     "pds: .skip 4 * 4096",
-    "boot_stack: .skip 16384",
+    "boot_stack: .skip 65536",
     "boot_stack_top:",
     mb1_magic = const MB1_HEADER_MAGIC,
     mb1_flags = const MB1_FLAGS,
@@ -174,10 +174,22 @@ unsafe extern "C" {
 }
 
 /// What the loader left in memory: the identity-mapped 4 GiB, minus this
-/// image (whose data and stack change under Rust's feet). Valid until
-/// hv-x86 starts handing out memory outside its image, which it does not
-/// yet; that change must retire this reader first.
+/// image (whose data and stack change under Rust's feet). Read freely only
+/// before the heap exists (the loader's information and the firmware's
+/// tables); after that, only boot modules ([`LoaderMemory::read_module`]),
+/// which the heap never gets, and firmware tables, which lie outside the
+/// available RAM the heap is made of.
 pub struct LoaderMemory;
+
+impl LoaderMemory {
+    /// Exactly the `len` bytes of a boot module at `start` (heap::init keeps
+    /// every module's range out of the heap, so they stay as loaded).
+    pub fn read_module(start: u64, len: usize) -> Option<&'static [u8]> {
+        static MEM: LoaderMemory = LoaderMemory;
+        let b = MEM.read(start, len)?;
+        (b.len() == len).then_some(b)
+    }
+}
 
 impl Memory for LoaderMemory {
     fn read(&self, addr: u64, max: usize) -> Option<&[u8]> {
@@ -196,8 +208,9 @@ impl Memory for LoaderMemory {
         // SAFETY: [addr, addr + len) is non-null, below 4 GiB (identity
         // mapped by the boot page tables, so reading it cannot fault) and
         // outside this image, so nothing in this program writes it while the
-        // slice lives (one CPU runs, and nothing outside the image is
-        // allocated yet); u8 has no alignment or validity requirement. A
+        // slice lives: one CPU runs, and callers read only what the heap
+        // never gets (see the type's comment); u8 has no alignment or
+        // validity requirement. A
         // loader pointing into MMIO could make this read a device register:
         // that is the loader's lie to tell, and the parser bounds how much.
         Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })

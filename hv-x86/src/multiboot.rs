@@ -22,12 +22,18 @@ pub const MB2_BOOT_MAGIC: u32 = 0x36d7_6289;
 /// Multiboot1 info: bytes up to and including `boot_loader_name`.
 const MB1_INFO_LEN: usize = 68;
 const MB1_FLAG_MEMORY: u32 = 1 << 0;
+const MB1_FLAG_CMDLINE: u32 = 1 << 2;
+const MB1_FLAG_MODS: u32 = 1 << 3;
 const MB1_FLAG_MMAP: u32 = 1 << 6;
 const MB1_FLAG_LOADER_NAME: u32 = 1 << 9;
 /// Multiboot1 memory map entry after its `size` word: base, length, type.
 const MB1_MMAP_ENTRY_MIN: usize = 20;
 
 const MB2_TAG_END: u32 = 0;
+const MB2_TAG_CMDLINE: u32 = 1;
+const MB2_TAG_MODULE: u32 = 3;
+const MB2_TAG_ACPI_OLD: u32 = 14;
+const MB2_TAG_ACPI_NEW: u32 = 15;
 const MB2_TAG_LOADER_NAME: u32 = 2;
 const MB2_TAG_BASIC_MEMINFO: u32 = 4;
 const MB2_TAG_MMAP: u32 = 6;
@@ -44,6 +50,14 @@ pub const MAX_MB2_INFO: usize = 256 * 1024;
 pub const MAX_MB1_MMAP: usize = 64 * 1024;
 /// Longest loader name accepted, without its terminator.
 pub const MAX_NAME: usize = 128;
+/// Longest command line (the hypervisor's or a module's) accepted.
+pub const MAX_CMDLINE: usize = 1024;
+/// Boot modules kept; more are counted in [`BootInfo::dropped`].
+pub const MAX_MODULES: usize = 8;
+/// Available RAM ranges kept; more are counted in [`BootInfo::dropped`].
+pub const MAX_RANGES: usize = 32;
+/// Largest RSDP copy a Multiboot2 ACPI tag may carry (ACPI 2.0's is 36).
+pub const MAX_RSDP: usize = 64;
 
 /// Which protocol entered the image, from the magic in eax.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +128,27 @@ impl MemoryTotal {
     }
 }
 
-/// The facts the banner shows.
+/// A boot module: its bytes at `[start, end)` and its command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Module<'a> {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte (`end >= start`, checked).
+    pub end: u64,
+    /// Its command line (printable ASCII; empty when none).
+    pub cmdline: &'a str,
+}
+
+/// A range of available RAM from the memory map, `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+/// What the loader handed over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootInfo<'a> {
     /// The protocol that entered the image.
@@ -123,6 +157,65 @@ pub struct BootInfo<'a> {
     pub loader_name: Option<&'a str>,
     /// The memory it reported, preferring the memory map.
     pub memory: Option<MemoryTotal>,
+    /// The hypervisor's command line.
+    pub cmdline: Option<&'a str>,
+    /// Boot modules, in the loader's order (the first `module_count`).
+    pub modules: [Option<Module<'a>>; MAX_MODULES],
+    /// Available RAM ranges of the memory map (the first `range_count`).
+    pub ram: [Option<Range>; MAX_RANGES],
+    /// Modules and ranges that did not fit.
+    pub dropped: u32,
+    /// The RSDP copy of a Multiboot2 ACPI tag (the newer one preferred).
+    pub rsdp: Option<&'a [u8]>,
+    /// Where the information block itself lies (to keep it out of the heap).
+    pub info: Range,
+}
+
+impl<'a> BootInfo<'a> {
+    fn empty(protocol: Protocol, info: u64, len: usize) -> Self {
+        BootInfo {
+            protocol,
+            loader_name: None,
+            memory: None,
+            cmdline: None,
+            modules: [None; MAX_MODULES],
+            ram: [None; MAX_RANGES],
+            dropped: 0,
+            rsdp: None,
+            info: Range {
+                start: info,
+                end: info.saturating_add(len as u64),
+            },
+        }
+    }
+
+    /// The boot modules.
+    pub fn modules(&self) -> impl Iterator<Item = &Module<'a>> {
+        self.modules.iter().flatten()
+    }
+
+    /// The available RAM ranges.
+    pub fn ram(&self) -> impl Iterator<Item = &Range> {
+        self.ram.iter().flatten()
+    }
+
+    fn add_range(&mut self, kind: u32, start: u64, len: u64) {
+        if kind != MMAP_AVAILABLE || len == 0 {
+            return;
+        }
+        let end = start.saturating_add(len);
+        match self.ram.iter_mut().find(|r| r.is_none()) {
+            Some(slot) => *slot = Some(Range { start, end }),
+            None => self.dropped = self.dropped.saturating_add(1),
+        }
+    }
+
+    fn add_module(&mut self, m: Module<'a>) {
+        match self.modules.iter_mut().find(|r| r.is_none()) {
+            Some(slot) => *slot = Some(m),
+            None => self.dropped = self.dropped.saturating_add(1),
+        }
+    }
 }
 
 /// Why the loader's information was refused.
@@ -163,6 +256,10 @@ pub enum Error {
     MemoryMap(&'static str),
     /// The loader name is malformed.
     LoaderName(&'static str),
+    /// A command line (the hypervisor's or a module's) is malformed.
+    Cmdline(&'static str),
+    /// A module's range is malformed.
+    Module(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -194,6 +291,8 @@ impl fmt::Display for Error {
             }
             Self::MemoryMap(why) => write!(f, "memory map: {why}"),
             Self::LoaderName(why) => write!(f, "boot loader name: {why}"),
+            Self::Cmdline(why) => write!(f, "command line: {why}"),
+            Self::Module(why) => write!(f, "boot module: {why}"),
         }
     }
 }
@@ -239,6 +338,42 @@ fn loader_name(b: &[u8]) -> Result<&str, Error> {
     core::str::from_utf8(name).map_err(|_| Error::LoaderName("not printable ASCII"))
 }
 
+/// A command line: NUL-terminated within [`MAX_CMDLINE`] + 1 bytes of
+/// `b`, printable ASCII.
+fn cmdline(b: &[u8]) -> Result<&str, Error> {
+    let window = b.get(..b.len().min(MAX_CMDLINE + 1)).unwrap_or(b);
+    let end = window
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or(Error::Cmdline("no terminating NUL within 1024 bytes"))?;
+    let text = window.get(..end).unwrap_or_default();
+    if !text.iter().all(|c| (0x20..0x7f).contains(c)) {
+        return Err(Error::Cmdline("not printable ASCII"));
+    }
+    core::str::from_utf8(text).map_err(|_| Error::Cmdline("not printable ASCII"))
+}
+
+/// A command line at `addr` in loader memory.
+fn cmdline_at<M: Memory>(mem: &M, addr: u64) -> Result<&str, Error> {
+    let b = mem.read(addr, MAX_CMDLINE + 1).ok_or(Error::Unreadable {
+        what: "command line",
+        addr,
+        len: 1,
+    })?;
+    cmdline(b)
+}
+
+/// A module's range, checked.
+fn module_range(start: u64, end: u64) -> Result<(u64, u64), Error> {
+    if end < start {
+        return Err(Error::Module("ends before it starts"));
+    }
+    if start == 0 {
+        return Err(Error::Module("starts at address 0"));
+    }
+    Ok((start, end))
+}
+
 /// Adds one memory map entry to the running total.
 fn count_range(total: &mut (u64, u32), kind: u32, len: u64) -> Result<(), Error> {
     if kind == MMAP_AVAILABLE {
@@ -263,11 +398,7 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
     let b = read_exact(mem, "Multiboot1 information", info, MB1_INFO_LEN)?;
     let field = |off| le32(b, off).unwrap_or(0);
     let flags = field(0);
-    let mut out = BootInfo {
-        protocol: Protocol::Multiboot1,
-        loader_name: None,
-        memory: None,
-    };
+    let mut out = BootInfo::empty(Protocol::Multiboot1, info, MB1_INFO_LEN);
     if flags & MB1_FLAG_MEMORY != 0 {
         out.memory = Some(MemoryTotal::Basic {
             lower_kib: field(4),
@@ -280,7 +411,40 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             return Err(Error::MemoryMap("longer than 64 KiB"));
         }
         let map = read_exact(mem, "Multiboot1 memory map", u64::from(field(48)), len)?;
-        out.memory = Some(mb1_memory_map(map)?);
+        out.memory = Some(mb1_memory_map(map, &mut out)?);
+    }
+    if flags & MB1_FLAG_CMDLINE != 0 {
+        out.cmdline = Some(cmdline_at(mem, u64::from(field(16)))?);
+    }
+    if flags & MB1_FLAG_MODS != 0 {
+        // mods_count and mods_addr; each entry: start, end, string, reserved.
+        let count = field(20) as usize;
+        if count > 64 {
+            return Err(Error::Module("more than 64 modules"));
+        }
+        let table = read_exact(
+            mem,
+            "Multiboot1 module table",
+            u64::from(field(24)),
+            count * 16,
+        )?;
+        for e in table.chunks_exact(16) {
+            let (start, end) = module_range(
+                u64::from(le32(e, 0).unwrap_or(0)),
+                u64::from(le32(e, 4).unwrap_or(0)),
+            )?;
+            let string = u64::from(le32(e, 8).unwrap_or(0));
+            let text = if string == 0 {
+                ""
+            } else {
+                cmdline_at(mem, string)?
+            };
+            out.add_module(Module {
+                start,
+                end,
+                cmdline: text,
+            });
+        }
     }
     if flags & MB1_FLAG_LOADER_NAME != 0 {
         let addr = u64::from(field(64));
@@ -296,7 +460,7 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
 
 /// Multiboot1 map: entries of `size` (not counting itself) then base,
 /// length, type.
-fn mb1_memory_map(map: &[u8]) -> Result<MemoryTotal, Error> {
+fn mb1_memory_map(map: &[u8], out: &mut BootInfo) -> Result<MemoryTotal, Error> {
     let mut total = (0, 0);
     let mut off = 0usize;
     while off < map.len() {
@@ -309,7 +473,9 @@ fn mb1_memory_map(map: &[u8]) -> Result<MemoryTotal, Error> {
             .and_then(|start| map.get(start..start.checked_add(size)?))
             .ok_or(Error::MemoryMap("entry runs past the map"))?;
         let len = le64(entry, 8).unwrap_or(0);
-        count_range(&mut total, le32(entry, 16).unwrap_or(0), len)?;
+        let kind = le32(entry, 16).unwrap_or(0);
+        count_range(&mut total, kind, len)?;
+        out.add_range(kind, le64(entry, 0).unwrap_or(0), len);
         off += 4 + size;
     }
     Ok(MemoryTotal::Map {
@@ -329,11 +495,7 @@ fn multiboot2<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
         return Err(Error::InfoSize(total_size));
     }
     let b = read_exact(mem, "Multiboot2 information", info, total)?;
-    let mut out = BootInfo {
-        protocol: Protocol::Multiboot2,
-        loader_name: None,
-        memory: None,
-    };
+    let mut out = BootInfo::empty(Protocol::Multiboot2, info, total);
     let mut off = 8usize;
     while off + 8 <= total {
         let kind = le32(b, off).unwrap_or(0);
@@ -362,7 +524,30 @@ fn multiboot2<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
                     out.memory = Some(basic);
                 }
             }
-            MB2_TAG_MMAP => out.memory = Some(mb2_memory_map(body, size)?),
+            MB2_TAG_MMAP => out.memory = Some(mb2_memory_map(body, size, &mut out)?),
+            MB2_TAG_CMDLINE => out.cmdline = Some(cmdline(body)?),
+            MB2_TAG_MODULE => {
+                let short = Error::ShortTag { kind, size };
+                let (start, end) = module_range(
+                    u64::from(le32(body, 0).ok_or(short)?),
+                    u64::from(le32(body, 4).ok_or(short)?),
+                )?;
+                let text = cmdline(body.get(8..).ok_or(short)?)?;
+                out.add_module(Module {
+                    start,
+                    end,
+                    cmdline: text,
+                });
+            }
+            MB2_TAG_ACPI_OLD | MB2_TAG_ACPI_NEW => {
+                if body.len() > MAX_RSDP {
+                    return Err(Error::ShortTag { kind, size });
+                }
+                // The ACPI 2.0 copy wins over the 1.0 one, whatever the order.
+                if kind == MB2_TAG_ACPI_NEW || out.rsdp.is_none() {
+                    out.rsdp = Some(body);
+                }
+            }
             _ => {}
         }
         // Tags start 8-byte aligned; the end of the block bounds this.
@@ -372,7 +557,11 @@ fn multiboot2<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
 }
 
 /// Multiboot2 map tag body: entry_size, entry_version, then whole entries.
-fn mb2_memory_map(body: &[u8], size: u32) -> Result<MemoryTotal, Error> {
+fn mb2_memory_map<'a>(
+    body: &'a [u8],
+    size: u32,
+    out: &mut BootInfo<'a>,
+) -> Result<MemoryTotal, Error> {
     let short = Error::ShortTag {
         kind: MB2_TAG_MMAP,
         size,
@@ -390,11 +579,9 @@ fn mb2_memory_map(body: &[u8], size: u32) -> Result<MemoryTotal, Error> {
     }
     let mut total = (0, 0);
     for e in chunks {
-        count_range(
-            &mut total,
-            le32(e, 16).unwrap_or(0),
-            le64(e, 8).unwrap_or(0),
-        )?;
+        let (kind, len) = (le32(e, 16).unwrap_or(0), le64(e, 8).unwrap_or(0));
+        count_range(&mut total, kind, len)?;
+        out.add_range(kind, le64(e, 0).unwrap_or(0), len);
     }
     Ok(MemoryTotal::Map {
         usable_bytes: total.0,

@@ -119,3 +119,50 @@ pub fn ensure_qemu_arm() -> Result<(), String> {
 pub fn ensure_qemu_x86() -> Result<(), String> {
     ensure_programs(&[("qemu-system-x86_64", "qemu-system-x86")])
 }
+
+/// Bochs (the x86 emulator with VMX, EPT and unrestricted guest), its
+/// BIOS images, and what builds a GRUB rescue ISO for it.
+pub fn ensure_bochs() -> Result<(), String> {
+    ensure_programs(&[
+        ("bochs", "bochs"),
+        ("grub-mkrescue", "grub-common"),
+        ("xorriso", "xorriso"),
+        ("mformat", "mtools"),
+    ])?;
+    let files = [
+        (BOCHS_BIOS, "bochsbios"),
+        (BOCHS_VGABIOS, "vgabios"),
+        ("/usr/lib/grub/i386-pc/multiboot2.mod", "grub-pc-bin"),
+    ];
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|(f, _)| !std::path::Path::new(f).is_file())
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "qemu-virt: installing Debian package(s) {} with apt-get",
+        missing.join(" ")
+    );
+    apt_update()?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    {
+        let _guard = APT.lock().unwrap_or_else(|e| e.into_inner());
+        run_apt(&args)?;
+    }
+    match files
+        .iter()
+        .find(|(f, _)| !std::path::Path::new(f).is_file())
+    {
+        Some((f, pkg)) => Err(format!("{f} still missing after installing {pkg}")),
+        None => Ok(()),
+    }
+}
+
+/// Bochs' system BIOS (Debian's bochsbios).
+pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
+/// The VGA BIOS Bochs loads (Debian's vgabios).
+pub const BOCHS_VGABIOS: &str = "/usr/share/vgabios/vgabios.bin";

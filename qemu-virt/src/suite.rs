@@ -152,7 +152,8 @@ pub fn run_all() -> bool {
 
     step("install emulators".into(), &mut || {
         crate::host::ensure_qemu_arm()?;
-        crate::host::ensure_qemu_x86()
+        crate::host::ensure_qemu_x86()?;
+        crate::host::ensure_bochs()
     });
     step("rustfmt".into(), &mut || {
         cargo(&["fmt", "--all", "--", "--check"])
@@ -167,6 +168,8 @@ pub fn run_all() -> bool {
             "hv-x86",
             "--exclude",
             "testguest",
+            "--exclude",
+            "x86guest",
             "--all-targets",
             "--",
             "-D",
@@ -205,6 +208,19 @@ pub fn run_all() -> bool {
             "clippy",
             "-p",
             "hv-x86",
+            "--target",
+            "x86_64-unknown-none",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    });
+    step("clippy x86guest".into(), &mut || {
+        cargo(&[
+            "clippy",
+            "-p",
+            "x86guest",
             "--target",
             "x86_64-unknown-none",
             "--release",
@@ -273,6 +289,8 @@ pub fn run_all() -> bool {
                 "hv-x86",
                 "--exclude",
                 "testguest",
+                "--exclude",
+                "x86guest",
             ])
         },
     );

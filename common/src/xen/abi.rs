@@ -141,6 +141,42 @@ pub const VCPU_INFO_TIME: usize = 16;
 pub const LEGACY_MAX_VCPUS: u32 = 1;
 /// `shared_info.evtchn_pending[64]`.
 pub const SHINFO_EVTCHN_PENDING: usize = VCPU_INFO_SIZE * LEGACY_MAX_VCPUS as usize;
+
+/// Where `shared_info` and `vcpu_info` put their fields: the one part of
+/// the guest ABI whose layout differs between architectures. The
+/// constants above are arm64's; x86 adds `arch_vcpu_info` (cr2 and a pad
+/// word) to every vcpu_info and keeps 32 of them in shared_info
+/// (XEN_LEGACY_MAX_VCPUS), so its event bitmaps start at 2048.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// `sizeof(struct vcpu_info)`.
+    pub vcpu_info_size: usize,
+    /// vCPUs whose vcpu_info lives in shared_info.
+    pub legacy_max_vcpus: u32,
+}
+
+impl Layout {
+    /// arm64 (and the default).
+    pub const ARM64: Layout = Layout {
+        vcpu_info_size: VCPU_INFO_SIZE,
+        legacy_max_vcpus: LEGACY_MAX_VCPUS,
+    };
+    /// x86_64 HVM.
+    pub const X86_64: Layout = Layout {
+        vcpu_info_size: 64,
+        legacy_max_vcpus: 32,
+    };
+
+    /// `shared_info.evtchn_pending`.
+    pub const fn evtchn_pending(&self) -> usize {
+        self.vcpu_info_size * self.legacy_max_vcpus as usize
+    }
+
+    /// `shared_info.evtchn_mask`.
+    pub const fn evtchn_mask(&self) -> usize {
+        self.evtchn_pending() + 64 * 8
+    }
+}
 /// `shared_info.evtchn_mask[64]`.
 pub const SHINFO_EVTCHN_MASK: usize = SHINFO_EVTCHN_PENDING + 64 * 8;
 /// `wc_version`, `wc_sec`, `wc_nsec`, `wc_sec_hi` (u32 each).
@@ -184,10 +220,21 @@ pub const HVM_PARAM_SIZE: usize = 16;
 pub const HVM_PARAM_CALLBACK_IRQ: u32 = 0;
 pub const HVM_PARAM_STORE_PFN: u32 = 1;
 pub const HVM_PARAM_STORE_EVTCHN: u32 = 2;
+pub const HVM_PARAM_VIRIDIAN: u32 = 9;
 pub const HVM_PARAM_CONSOLE_PFN: u32 = 17;
 pub const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
 /// `HVM_NR_PARAMS`.
 pub const HVM_NR_PARAMS: u32 = 39;
+/// HVM_PARAM_VIRIDIAN is a feature mask (`HVMPV_*`). Base and freq
+/// groups: the hypercall, VP index and APIC access MSRs plus the TSC and
+/// APIC frequency MSRs. Every valid non-zero mask has it.
+pub const HVMPV_BASE_FREQ: u64 = 1 << 0;
+/// Modifier: without the frequency MSRs (the pre-Xen-4.4 base set).
+pub const HVMPV_NO_FREQ: u64 = 1 << 1;
+/// The partition time reference counter MSR.
+pub const HVMPV_TIME_REF_COUNT: u64 = 1 << 2;
+/// Every `HVMPV_*` bit we implement; any other bit is EINVAL.
+pub const HVMPV_FEATURE_MASK: u64 = HVMPV_BASE_FREQ | HVMPV_NO_FREQ | HVMPV_TIME_REF_COUNT;
 
 // ---- xen.h: multicall ----
 /// `struct multicall_entry { xen_ulong_t op, result; xen_ulong_t

@@ -394,7 +394,7 @@ fn l2_bit(port: u32) -> Option<(usize, u64)> {
 }
 
 fn l2_pending(d: &Domain, port: u32) -> bool {
-    l2_bit(port).is_some_and(|(w, b)| d.shared_info.load64(SHINFO_EVTCHN_PENDING + w) & b != 0)
+    l2_bit(port).is_some_and(|(w, b)| d.shared_info.load64(d.layout.evtchn_pending() + w) & b != 0)
 }
 
 /// Sets `port`'s selector bit in `vcpu`'s vcpu_info; marks the upcall
@@ -411,18 +411,18 @@ fn l2_select(d: &Domain, env: &dyn Env, vcpu: u32, port: u32) {
 
 fn l2_set_pending(d: &Domain, env: &dyn Env, vcpu: u32, port: u32) {
     let Some((w, bit)) = l2_bit(port) else { return };
-    if d.shared_info.fetch_or64(SHINFO_EVTCHN_PENDING + w, bit) & bit != 0 {
+    if d.shared_info.fetch_or64(d.layout.evtchn_pending() + w, bit) & bit != 0 {
         return;
     }
-    if d.shared_info.load64(SHINFO_EVTCHN_MASK + w) & bit == 0 {
+    if d.shared_info.load64(d.layout.evtchn_mask() + w) & bit == 0 {
         l2_select(d, env, vcpu, port);
     }
 }
 
 fn l2_unmask(d: &Domain, env: &dyn Env, vcpu: u32, port: u32) {
     let Some((w, bit)) = l2_bit(port) else { return };
-    if d.shared_info.fetch_and64(SHINFO_EVTCHN_MASK + w, !bit) & bit != 0
-        && d.shared_info.load64(SHINFO_EVTCHN_PENDING + w) & bit != 0
+    if d.shared_info.fetch_and64(d.layout.evtchn_mask() + w, !bit) & bit != 0
+        && d.shared_info.load64(d.layout.evtchn_pending() + w) & bit != 0
     {
         l2_select(d, env, vcpu, port);
     }
@@ -624,7 +624,8 @@ fn clear_pending(ec: &mut EventChannels, d: &Domain, env: &dyn Env, port: u32) {
             p.fetch_clear32(o, PENDING);
         }
     } else if let Some((w, bit)) = l2_bit(port) {
-        d.shared_info.fetch_and64(SHINFO_EVTCHN_PENDING + w, !bit);
+        d.shared_info
+            .fetch_and64(d.layout.evtchn_pending() + w, !bit);
     }
     if let Some(c) = ec.chan_mut(port) {
         c.pending = false;

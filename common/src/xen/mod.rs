@@ -245,11 +245,14 @@ pub struct Domain {
     /// Reason given with SCHEDOP_shutdown_code / SCHEDOP_shutdown.
     pub shutdown_code: Option<u32>,
     denials: u32,
+    /// Where its shared_info and vcpu_info fields are (per architecture).
+    pub layout: Layout,
 }
 
 impl Domain {
-    fn new(cfg: DomainConfig) -> Self {
+    fn new(cfg: DomainConfig, layout: Layout) -> Self {
         Domain {
+            layout,
             shared_info: Page::new_zeroed(),
             vcpus: (0..cfg.nr_vcpus).map(|_| Vcpu::default()).collect(),
             evtchn: evtchn::EventChannels::new(cfg.max_evtchn_ports),
@@ -266,6 +269,18 @@ impl Domain {
     /// Its id.
     pub fn id(&self) -> DomId {
         self.cfg.id
+    }
+
+    /// HVM parameter `index` (HVM_PARAM_*); 0 for an index out of range,
+    /// the value every parameter starts with.
+    pub fn param(&self, index: u32) -> u64 {
+        self.params.get(index as usize).copied().unwrap_or(0)
+    }
+
+    /// Its viridian feature mask (HVM_PARAM_VIRIDIAN, `HVMPV_*` bits): 0
+    /// until the domain builder or a control domain sets it.
+    pub fn viridian_mask(&self) -> u64 {
+        self.param(HVM_PARAM_VIRIDIAN)
     }
 
     /// Whether `gfn` is one of its RAM frames.
@@ -299,9 +314,10 @@ impl Domain {
     ) -> Option<R> {
         match self.vcpus.get(vcpu as usize)?.info {
             Some((gfn, off)) => env.ram_page(self.id(), gfn).map(|p| f(p, usize::from(off))),
-            None if vcpu < LEGACY_MAX_VCPUS => {
-                Some(f(&self.shared_info, vcpu as usize * VCPU_INFO_SIZE))
-            }
+            None if vcpu < self.layout.legacy_max_vcpus => Some(f(
+                &self.shared_info,
+                vcpu as usize * self.layout.vcpu_info_size,
+            )),
             None => None,
         }
     }
@@ -355,6 +371,8 @@ pub struct Xen {
     /// Transcendent memory (hypercall 38). Its budget is 0, so every put
     /// fails with ENOMEM, until the architecture gives it one.
     pub tmem: crate::tmem::Tmem,
+    /// The shared_info/vcpu_info layout of the guests' architecture.
+    layout: Layout,
 }
 
 impl Default for Xen {
@@ -364,12 +382,18 @@ impl Default for Xen {
 }
 
 impl Xen {
-    /// No domains.
+    /// No domains; arm64's shared_info layout.
     pub fn new() -> Self {
+        Self::with_layout(Layout::ARM64)
+    }
+
+    /// No domains; guests with `layout` (x86_64's for hv-x86).
+    pub fn with_layout(layout: Layout) -> Self {
         Xen {
             doms: (0..MAX_DOMAINS).map(|_| None).collect(),
             links: BTreeSet::new(),
             tmem: crate::tmem::Tmem::new(0),
+            layout,
         }
     }
 
@@ -387,7 +411,7 @@ impl Xen {
         for uuid in &cfg.tmem.shared {
             self.tmem.authorize(cfg.id, *uuid, true);
         }
-        self.doms[id] = Some(Domain::new(cfg));
+        self.doms[id] = Some(Domain::new(cfg, self.layout));
         Ok(())
     }
 
@@ -856,7 +880,8 @@ fn vcpu_op(
                 .map_err(|e| refuse!(xen, env, dom, e, "register_vcpu_info"))?;
             let (gfn, off) = (get_u64(&b, 0), get_u32(&b, 8));
             let d = xen.domain_mut(dom).ok_or(ESRCH)?;
-            if off as usize > PAGE_SIZE - VCPU_INFO_SIZE || off % 8 != 0 {
+            let size = d.layout.vcpu_info_size;
+            if off as usize > PAGE_SIZE - size || off % 8 != 0 {
                 return Err(d.deny(env, EINVAL, format_args!("vcpu_info at offset {:#x}", off)));
             }
             if !d.is_plain_ram(gfn) {
@@ -871,11 +896,12 @@ fn vcpu_op(
             }
             // Carry over what the old location held, then mark everything
             // pending so the guest rescans (as Xen does on a move).
-            let mut old = [0u8; VCPU_INFO_SIZE];
-            d.with_vcpu_info(env, vcpu, |p, o| p.read(o, &mut old));
+            let mut buf = [0u8; Layout::X86_64.vcpu_info_size];
+            let old = buf.get_mut(..size).ok_or(EINVAL)?;
+            d.with_vcpu_info(env, vcpu, |p, o| p.read(o, old));
             d.vcpus[vcpu as usize].info = Some((gfn, off as u16));
             d.with_vcpu_info(env, vcpu, |p, o| {
-                p.write(o, &old);
+                p.write(o, old);
                 p.store64(o + VCPU_INFO_PENDING_SEL, u64::MAX);
                 p.store8(o + VCPU_INFO_UPCALL_PENDING, 0);
             });
@@ -1321,7 +1347,15 @@ fn hvm_op(xen: &mut Xen, env: &dyn Env, dom: DomId, op: u64, arg: u64) -> Result
             }
             let d = xen.domain_mut(target).ok_or(ESRCH)?;
             let cur = d.params[index as usize];
-            if SET_ONCE.contains(&index) && cur != 0 && cur != value {
+            if index == HVM_PARAM_VIRIDIAN {
+                if let Err(e) = viridian_mask_change(cur, value) {
+                    return Err(d.deny(
+                        env,
+                        e,
+                        format_args!("viridian mask {:#x} (now {:#x})", value, cur),
+                    ));
+                }
+            } else if SET_ONCE.contains(&index) && cur != 0 && cur != value {
                 return Err(d.deny(env, EEXIST, format_args!("hvm param {} set twice", index)));
             }
             d.params[index as usize] = value;
@@ -1355,9 +1389,56 @@ enum Rule {
 }
 
 /// Parameters only set once (a second, different value is EEXIST):
-/// VIRIDIAN (9), IOREQ_PFN (5), BUFIOREQ_PFN (6), IOREQ_SERVER_PFN (32),
-/// NR_IOREQ_SERVER_PAGES (33), MCA_CAP (38).
-const SET_ONCE: [u32; 6] = [9, 5, 6, 32, 33, 38];
+/// IOREQ_PFN (5), BUFIOREQ_PFN (6), IOREQ_SERVER_PFN (32),
+/// NR_IOREQ_SERVER_PAGES (33), MCA_CAP (38). VIRIDIAN (9) has its own,
+/// stricter rule: [`viridian_mask_change`].
+const SET_ONCE: [u32; 5] = [5, 6, 32, 33, 38];
+
+/// Whether `mask` may be HVM_PARAM_VIRIDIAN's value: 0 (no
+/// enlightenments), or a mask holding HVMPV_BASE_FREQ and no bit outside
+/// HVMPV_FEATURE_MASK (every other group builds on the base one). EINVAL
+/// otherwise. The one definition of the rule; hv-x86 calls it too.
+pub fn check_viridian_mask(mask: u64) -> Result<(), i32> {
+    if mask != 0 && (mask & !HVMPV_FEATURE_MASK != 0 || mask & HVMPV_BASE_FREQ == 0) {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// Whether HVM_PARAM_VIRIDIAN may go from `current` to `new`, checked in
+/// this order: the same value again is accepted (0 on 0 included); a
+/// change once it is non-zero is EEXIST (CPUID leaves and MSRs must not
+/// vanish under a running guest); then [`check_viridian_mask`]. Who may
+/// write at all (never the guest itself) is the caller's check.
+pub fn viridian_mask_change(current: u64, new: u64) -> Result<(), i32> {
+    if new == current {
+        return Ok(());
+    }
+    if current != 0 {
+        return Err(EEXIST);
+    }
+    check_viridian_mask(new)
+}
+
+impl Xen {
+    /// The domain builder sets `dom`'s viridian feature mask, acting as
+    /// the toolstack: the rules of [`viridian_mask_change`] (ESRCH when
+    /// there is no such domain). A reset domain starts again at 0, so the
+    /// builder sets it again after [`Xen::reset_domain`].
+    pub fn set_viridian(&mut self, env: &dyn Env, dom: DomId, mask: u64) -> Result<(), i32> {
+        let d = self.domain_mut(dom).ok_or(ESRCH)?;
+        let cur = d.viridian_mask();
+        if let Err(e) = viridian_mask_change(cur, mask) {
+            return Err(d.deny(
+                env,
+                e,
+                format_args!("builder: viridian mask {:#x} (now {:#x})", mask, cur),
+            ));
+        }
+        d.params[HVM_PARAM_VIRIDIAN as usize] = mask;
+        Ok(())
+    }
+}
 
 /// Xen's write rules for a guest setting its own parameters.
 fn param_rule(index: u32) -> Rule {

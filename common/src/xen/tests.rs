@@ -452,3 +452,204 @@ fn shutdown_reasons_and_console_writes() {
     );
     assert!(!env.logs.borrow().is_empty(), "refusals are logged");
 }
+
+/// HVMOP_set_param from `caller` on `target` (an id or DOMID_SELF).
+fn set_param(
+    xen: &mut Xen,
+    env: &TestEnv,
+    caller: DomId,
+    target: DomId,
+    index: u32,
+    v: u64,
+) -> i64 {
+    let a = TestEnv::addr(0, 0);
+    let mut p = [0u8; HVM_PARAM_SIZE];
+    put_u16(&mut p, 0, target);
+    put_u32(&mut p, 4, index);
+    put_u64(&mut p, 8, v);
+    env.current.set(caller);
+    env.poke(a, &p);
+    call(xen, env, caller, HC_HVM_OP, [HVMOP_SET_PARAM, a, 0, 0, 0]).ret
+}
+
+/// HVMOP_get_param: the return value and the value written back.
+fn get_param(xen: &mut Xen, env: &TestEnv, caller: DomId, target: DomId, index: u32) -> (i64, u64) {
+    let a = TestEnv::addr(0, 0);
+    let mut p = [0u8; HVM_PARAM_SIZE];
+    put_u16(&mut p, 0, target);
+    put_u32(&mut p, 4, index);
+    put_u64(&mut p, 8, 0xdead);
+    env.current.set(caller);
+    env.poke(a, &p);
+    let r = call(xen, env, caller, HC_HVM_OP, [HVMOP_GET_PARAM, a, 0, 0, 0]).ret;
+    (r, get_u64(&env.peek(a, 16), 8))
+}
+
+const D3: DomId = 3;
+const EPERM_RET: i64 = -(EPERM as i64);
+const EEXIST_RET: i64 = -(EEXIST as i64);
+const EINVAL_RET: i64 = -(EINVAL as i64);
+
+#[test]
+fn viridian_mask_validity_rule() {
+    assert_eq!(check_viridian_mask(0), Ok(()), "0: no enlightenments");
+    for ok in [
+        HVMPV_BASE_FREQ,
+        HVMPV_BASE_FREQ | HVMPV_NO_FREQ,
+        HVMPV_BASE_FREQ | HVMPV_TIME_REF_COUNT,
+        HVMPV_FEATURE_MASK,
+    ] {
+        assert_eq!(check_viridian_mask(ok), Ok(()), "{ok:#x}");
+    }
+    for bad in [
+        HVMPV_NO_FREQ,
+        HVMPV_TIME_REF_COUNT,
+        HVMPV_NO_FREQ | HVMPV_TIME_REF_COUNT,
+        HVMPV_BASE_FREQ | 1 << 3,
+        HVMPV_BASE_FREQ | 1 << 63,
+        1 << 3,
+    ] {
+        assert_eq!(check_viridian_mask(bad), Err(EINVAL), "{bad:#x}");
+    }
+    // The change rule's order: same value first, then EEXIST, then EINVAL.
+    assert_eq!(viridian_mask_change(0, 0), Ok(()));
+    assert_eq!(viridian_mask_change(1, 1), Ok(()));
+    assert_eq!(
+        viridian_mask_change(1, 1 << 5),
+        Err(EEXIST),
+        "EEXIST before EINVAL"
+    );
+    assert_eq!(viridian_mask_change(1, 0), Err(EEXIST));
+    assert_eq!(viridian_mask_change(0, 1 << 5), Err(EINVAL));
+}
+
+#[test]
+fn viridian_guest_may_neither_write_nor_read_its_mask() {
+    let env = TestEnv::new(&[D1, D2], 4);
+    let mut xen = env.xen();
+    for target in [DOMID_SELF, D1] {
+        assert_eq!(
+            set_param(&mut xen, &env, D1, target, HVM_PARAM_VIRIDIAN, 1),
+            EPERM_RET
+        );
+        assert_eq!(
+            get_param(&mut xen, &env, D1, target, HVM_PARAM_VIRIDIAN).0,
+            EPERM_RET
+        );
+    }
+    assert_eq!(xen.domain(D1).unwrap().viridian_mask(), 0);
+    // Still EPERM after the builder set it, even for the same value, and
+    // even when the guest holds CAP_CONTROL (it is its own domain).
+    xen.set_viridian(&env, D1, HVMPV_BASE_FREQ).unwrap();
+    xen.domain_mut(D1).unwrap().cfg.caps |= CAP_CONTROL;
+    assert_eq!(
+        set_param(&mut xen, &env, D1, DOMID_SELF, HVM_PARAM_VIRIDIAN, 1),
+        EPERM_RET
+    );
+    assert_eq!(
+        set_param(&mut xen, &env, D1, DOMID_SELF, HVM_PARAM_VIRIDIAN, 0),
+        EPERM_RET
+    );
+    assert_eq!(
+        get_param(&mut xen, &env, D1, DOMID_SELF, HVM_PARAM_VIRIDIAN).0,
+        EPERM_RET
+    );
+    // A domain without CAP_CONTROL cannot reach another's mask either.
+    assert_eq!(
+        set_param(&mut xen, &env, D2, D1, HVM_PARAM_VIRIDIAN, 1),
+        EPERM_RET
+    );
+    assert_eq!(xen.domain(D1).unwrap().viridian_mask(), HVMPV_BASE_FREQ);
+}
+
+#[test]
+fn viridian_builder_sets_the_mask_once() {
+    let env = TestEnv::new(&[D1, D2], 4);
+    let mut xen = env.xen();
+    let d1 = |xen: &Xen| xen.domain(D1).unwrap().viridian_mask();
+    // Refusals on a fresh domain leave it at 0.
+    assert_eq!(
+        xen.set_viridian(&env, D1, HVMPV_BASE_FREQ | 1 << 3),
+        Err(EINVAL)
+    );
+    assert_eq!(
+        xen.set_viridian(&env, D1, HVMPV_NO_FREQ),
+        Err(EINVAL),
+        "no_freq alone"
+    );
+    assert_eq!(
+        xen.set_viridian(&env, D1, HVMPV_TIME_REF_COUNT),
+        Err(EINVAL)
+    );
+    assert_eq!(d1(&xen), 0);
+    assert_eq!(xen.set_viridian(&env, D1, 0), Ok(()), "zero on zero");
+    assert_eq!(xen.set_viridian(&env, 9, HVMPV_BASE_FREQ), Err(ESRCH));
+    // Set, the same value again, then every change refused.
+    let m = HVMPV_BASE_FREQ | HVMPV_NO_FREQ;
+    assert_eq!(xen.set_viridian(&env, D1, m), Ok(()));
+    assert_eq!(xen.domain(D1).unwrap().param(HVM_PARAM_VIRIDIAN), m);
+    assert_eq!(xen.set_viridian(&env, D1, m), Ok(()), "same value again");
+    assert_eq!(xen.set_viridian(&env, D1, HVMPV_BASE_FREQ), Err(EEXIST));
+    assert_eq!(
+        xen.set_viridian(&env, D1, 0),
+        Err(EEXIST),
+        "cannot switch off"
+    );
+    assert_eq!(xen.set_viridian(&env, D1, 1 << 9), Err(EEXIST));
+    assert_eq!(d1(&xen), m);
+    // Other domains are untouched; param() out of range reads 0.
+    assert_eq!(xen.domain(D2).unwrap().viridian_mask(), 0);
+    assert_eq!(xen.domain(D1).unwrap().param(HVM_NR_PARAMS), 0);
+    assert!(env.logs.borrow().iter().any(|l| l.contains("viridian")));
+}
+
+#[test]
+fn viridian_control_domain_follows_the_same_rules() {
+    let env = TestEnv::new(&[D1, D2, D3], 4);
+    let mut xen = env.xen();
+    xen.domain_mut(D3).unwrap().cfg.caps |= CAP_CONTROL;
+    let set = |xen: &mut Xen, v| set_param(xen, &env, D3, D1, HVM_PARAM_VIRIDIAN, v);
+    assert_eq!(
+        set(&mut xen, HVMPV_BASE_FREQ | 1 << 3),
+        EINVAL_RET,
+        "unknown bit"
+    );
+    assert_eq!(set(&mut xen, HVMPV_NO_FREQ), EINVAL_RET, "no_freq alone");
+    assert_eq!(
+        set(&mut xen, HVMPV_TIME_REF_COUNT),
+        EINVAL_RET,
+        "base missing"
+    );
+    assert_eq!(set(&mut xen, 0), 0, "zero on zero");
+    let m = HVMPV_BASE_FREQ | HVMPV_TIME_REF_COUNT;
+    assert_eq!(set(&mut xen, m), 0);
+    assert_eq!(
+        get_param(&mut xen, &env, D3, D1, HVM_PARAM_VIRIDIAN),
+        (0, m),
+        "the toolstack reads it back"
+    );
+    assert_eq!(set(&mut xen, m), 0, "same value again");
+    assert_eq!(set(&mut xen, HVMPV_BASE_FREQ), EEXIST_RET);
+    assert_eq!(set(&mut xen, 0), EEXIST_RET);
+    assert_eq!(set(&mut xen, 1 << 7), EEXIST_RET, "EEXIST before EINVAL");
+    assert_eq!(xen.domain(D1).unwrap().viridian_mask(), m);
+    // The builder meets the value the control domain set.
+    assert_eq!(xen.set_viridian(&env, D1, m), Ok(()));
+    assert_eq!(xen.set_viridian(&env, D1, HVMPV_BASE_FREQ), Err(EEXIST));
+}
+
+#[test]
+fn other_set_once_params_keep_their_rule() {
+    let env = TestEnv::new(&[D1, D3], 4);
+    let mut xen = env.xen();
+    xen.domain_mut(D3).unwrap().cfg.caps |= CAP_CONTROL;
+    // IOREQ_PFN (5): any value first, the same again, a change EEXIST;
+    // unlike viridian no validity check on the value.
+    assert_eq!(set_param(&mut xen, &env, D3, D1, 5, 0x1234), 0);
+    assert_eq!(set_param(&mut xen, &env, D3, D1, 5, 0x1234), 0);
+    assert_eq!(set_param(&mut xen, &env, D3, D1, 5, 0x1235), EEXIST_RET);
+    assert_eq!(get_param(&mut xen, &env, D3, D1, 5), (0, 0x1234));
+    // A parameter that is not set-once may change.
+    assert_eq!(set_param(&mut xen, &env, D3, D1, HVM_PARAM_STORE_PFN, 7), 0);
+    assert_eq!(set_param(&mut xen, &env, D3, D1, HVM_PARAM_STORE_PFN, 8), 0);
+}
