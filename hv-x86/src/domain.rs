@@ -158,7 +158,13 @@ pub struct Dom {
     console: RefCell<Vec<u8>>,
     /// Guest-caused refusals logged so far (rate limit).
     pub refusals: Cell<u32>,
+    /// VM exits taken, by basic exit reason (the last slot counts the
+    /// reasons beyond it).
+    pub exits: [u32; EXIT_KINDS],
 }
+
+/// Exit reasons counted one by one ([`Dom::exits`]).
+pub const EXIT_KINDS: usize = 80;
 
 impl Dom {
     pub fn new(id: u16, ram: Ram, ept: Ept, tables: Tables, vcpu: Vcpu, viridian: Viridian) -> Dom {
@@ -175,6 +181,7 @@ impl Dom {
             kicked: Cell::new(false),
             console: RefCell::new(Vec::new()),
             refusals: Cell::new(0),
+            exits: [0; EXIT_KINDS],
         }
     }
 
@@ -198,6 +205,28 @@ impl Dom {
                 line.clear();
             }
         }
+    }
+
+    /// Counts one VM exit.
+    pub fn count_exit(&mut self, reason: u32) {
+        let i = ((reason & 0xffff) as usize).min(EXIT_KINDS - 1);
+        if let Some(n) = self.exits.get_mut(i) {
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// One log line: how many exits of each reason the domain took.
+    pub fn log_exits(&self) {
+        let mut line = String::new();
+        let mut total: u64 = 0;
+        for (reason, &n) in self.exits.iter().enumerate().filter(|(_, n)| **n > 0) {
+            total += u64::from(n);
+            let _ = core::fmt::Write::write_fmt(
+                &mut line,
+                format_args!(", {} {n}", hv_x86::vmx::exit::name(reason as u32)),
+            );
+        }
+        log!("d{}: {total} VM exits{line}", self.id);
     }
 
     /// Flushes a partial console line (the domain ended mid-line).

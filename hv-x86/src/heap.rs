@@ -72,3 +72,13 @@ pub fn init(boot: Option<&BootInfo>) -> u64 {
     }
     added
 }
+
+/// Bytes the heap holds in all.
+pub fn total() -> usize {
+    HEAP.lock().stats_total_bytes()
+}
+
+/// Bytes handed out.
+pub fn allocated() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}

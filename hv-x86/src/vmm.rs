@@ -326,6 +326,12 @@ pub fn run(percpu: &'static PerCpu, boot: &BootCopy) -> u8 {
             }
         }
     }
+    log!(
+        "hv-x86: {} domain(s) built; heap {} KiB in use of {} KiB",
+        doms.iter().flatten().count(),
+        crate::heap::allocated() >> 10,
+        crate::heap::total() >> 10
+    );
     if doms.iter().flatten().next().is_none() {
         log!("hv-x86: no domains to run (no boot modules, or none could be built)");
         return EXIT_SUCCESS;
@@ -512,7 +518,10 @@ fn schedule(doms: &mut [Option<Dom>], xen: &mut Xen, hv: &Hv) {
                 );
             }
             let outcome = match d2.vcpu.run() {
-                Ok(reason) => exits::handle(reason, i, doms, xen, hv),
+                Ok(reason) => {
+                    d2.count_exit(reason);
+                    exits::handle(reason, i, doms, xen, hv)
+                }
                 Err(e) => {
                     log!(
                         "d{}: VM entry failed ({e:?}, VM-instruction error {})",
@@ -615,6 +624,8 @@ fn end_domain(
     };
     let _ = xen_remove(xen, doms, id, hv);
     if let Some(d) = doms.get_mut(k).and_then(Option::take) {
+        d.console_flush();
+        d.log_exits();
         d.teardown();
     }
     if *current == Some(k) {

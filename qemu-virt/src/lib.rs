@@ -3,6 +3,7 @@
 //! binary and the integration tests in `tests/` are both thin users of it.
 
 pub mod bench;
+pub mod bochs;
 pub mod cargo;
 pub mod fixtures;
 pub mod host;

@@ -185,6 +185,9 @@ enum BenchWhat {
     /// tmem: the store on the host (criterion), compression on real
     /// pages, and puts/gets in the test guest under icount.
     Tmem,
+    /// hv-x86 under Bochs: VM-exit round trips (hypercalls, MSRs, ports)
+    /// in the x86 test guest against a CPUID exit of the same run.
+    X86,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -278,6 +281,17 @@ fn main() -> ExitCode {
             what: BenchWhat::Tmem,
             verbose,
         }) => match qemu_virt::tmembench::tmem(verbose) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("qemu-virt: bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Cmd::Bench {
+            what: BenchWhat::X86,
+            verbose,
+        }) => match qemu_virt::bochs::bench(verbose) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

@@ -590,6 +590,15 @@ pub fn evtchn_prepare(port: u32) -> Result<(), Msg> {
     Ok(())
 }
 
+/// Masks `port` in shared_info (2-level ABI): events still become pending
+/// but raise no upcall.
+pub fn evtchn_mask(port: u32) -> Result<(), Msg> {
+    let (mask, bit) = port_bit(EVTCHN_MASK_OFFSET, port)
+        .ok_or_else(|| msg!("port {port} is outside the 2-level bitmaps"))?;
+    mask.fetch_or(bit, SeqCst);
+    Ok(())
+}
+
 /// The set bits of `v`, lowest first.
 fn set_bits(mut v: u64) -> impl Iterator<Item = usize> {
     core::iter::from_fn(move || {

@@ -43,6 +43,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod boot;
 mod console;
 mod hypercall;
@@ -122,6 +123,7 @@ extern "C" fn guest_main(entry_eax: u32, entry_ebx: u32, entry_cr0: u32, entry_e
     let placed = leaves.map_or_else(|| Err(msg!("no Xen leaves")), |l| Xen::install(l.msr));
     let xen = check("hypercall-page", placed);
     match xen {
+        Some(xen) if options.bench => bench::run(xen, mask != 0),
         Some(xen) => {
             check("xen-version", xen_version(xen));
             check("refusals", refusals(xen, mask));
@@ -320,6 +322,8 @@ struct Options {
     expect: u64,
     /// `mode=triple`.
     triple: bool,
+    /// `mode=bench`: measure instead of checking (bench.rs).
+    bench: bool,
 }
 
 fn parse_cmdline(line: &[u8]) -> Result<Options, CmdlineError> {
@@ -334,6 +338,8 @@ fn parse_cmdline(line: &[u8]) -> Result<Options, CmdlineError> {
             options.expect = parse_number(value).ok_or(CmdlineError::BadExpect)?;
         } else if token == b"mode=triple" {
             options.triple = true;
+        } else if token == b"mode=bench" {
+            options.bench = true;
         }
     }
     Ok(options)
