@@ -528,24 +528,35 @@ pub fn find_rsdp<M: Memory + ?Sized>(mem: &M) -> Result<Rsdp, AcpiError> {
         .chain(core::iter::once(BIOS_AREA));
     let mut first_error = None;
     for area in areas {
-        for addr in area.step_by(RSDP_ALIGN as usize) {
-            let Some(b) = mem.read(addr, MAX_RSDP_LEN) else {
+        let mut addr = area.start;
+        while addr < area.end {
+            // One read per readable stretch of the area; holes are stepped
+            // over 16 bytes at a time.
+            let want = usize::try_from(area.end - addr).unwrap_or(0);
+            let Some(window) = mem.read(addr, want).filter(|w| !w.is_empty()) else {
+                addr += RSDP_ALIGN;
                 continue;
             };
-            if !b.starts_with(RSDP_SIGNATURE) {
-                continue;
-            }
-            match rsdp_from_bytes(b) {
-                Ok(rsdp) => {
-                    return Ok(Rsdp {
-                        found_at: Some(addr),
-                        ..rsdp
-                    });
+            let candidates = (addr..).step_by(RSDP_ALIGN as usize);
+            for (at, chunk) in candidates.zip(window.chunks(RSDP_ALIGN as usize)) {
+                // One 8-byte compare per candidate: the search is 8 K of them.
+                if le64(chunk, 0) != Some(u64::from_le_bytes(*RSDP_SIGNATURE)) {
+                    continue;
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                let b = mem.read(at, MAX_RSDP_LEN).unwrap_or_default();
+                match rsdp_from_bytes(b) {
+                    Ok(rsdp) => {
+                        return Ok(Rsdp {
+                            found_at: Some(at),
+                            ..rsdp
+                        });
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
+            addr += (window.len() as u64).next_multiple_of(RSDP_ALIGN);
         }
     }
     Err(first_error.unwrap_or(AcpiError::NoRsdp))
@@ -810,7 +821,8 @@ pub struct Madt {
     pub cpus_dropped: u32,
     /// I/O APICs past [`MAX_IO_APICS`].
     pub io_apics_dropped: u32,
-    /// Overrides past [`MAX_OVERRIDES`].
+    /// Overrides past [`MAX_OVERRIDES`] (kept for symmetry: one per ISA IRQ
+    /// always fits).
     pub overrides_dropped: u32,
     /// NMI entries past [`MAX_LOCAL_NMIS`].
     pub local_nmis_dropped: u32,
@@ -1308,10 +1320,7 @@ fn device_scopes<const N: usize>(
             path: BoundedList::new(),
         };
         let mut fits = true;
-        for hop in path.chunks_exact(2) {
-            let [device, function] = *hop else {
-                continue;
-            };
+        for &[device, function] in path.as_chunks::<2>().0 {
             if device >= 32 || function >= 8 {
                 return Err(bad("device or function out of range"));
             }
@@ -2042,6 +2051,19 @@ mod tests {
                 needed: 20
             })
         );
+        // Holes in the area are stepped over, and a stretch may end off a
+        // 16-byte boundary.
+        let mut mem = FakeMemory {
+            regions: vec![
+                (0xe_0000, vec![0; 5]),
+                (0xe_0010, vec![0; 0x1005]),
+                (0xe_4000, vec![0; 0x100]),
+            ],
+        };
+        mem.poke(0xe_4040, &rsdp_v1(RSDT_AT));
+        assert_eq!(find_rsdp(&mem).unwrap().found_at, Some(0xe_4040));
+        mem.poke(0xe_0010, &rsdp_v1(RSDT_AT));
+        assert_eq!(find_rsdp(&mem).unwrap().found_at, Some(0xe_0010));
         // Nothing readable at all.
         let empty = FakeMemory { regions: vec![] };
         assert_eq!(find_rsdp(&empty), Err(AcpiError::NoRsdp));

@@ -8,7 +8,6 @@
 //! what its own EPT maps: its RAM and the frames the core lets it map.
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
@@ -105,32 +104,66 @@ impl Drop for Ram {
     }
 }
 
-/// A 4 KiB page for a page table.
-#[repr(C, align(4096))]
-struct TablePage([u64; 512]);
-
-/// EPT tables from the heap; INVEPT through the CPU.
+/// EPT tables from the heap, at most `limit` of them; INVEPT through the
+/// CPU.
 pub struct Tables {
     /// INVEPT type: 1 single-context, 2 all-context.
     pub invept_kind: u64,
+    /// Tables allocated now.
+    pub count: usize,
+    /// Tables this domain may have: what its RAM needs split to 4 KiB
+    /// pages, and a few for Xen-ABI frames mapped outside it. A guest
+    /// mapping frames all over its address space gets ENOMEM, never the
+    /// hypervisor's whole heap.
+    pub limit: usize,
 }
+
+impl Tables {
+    /// The budget for `ram` bytes of RAM: root, PDPTs, one directory per
+    /// GiB and one table per 2 MiB, and 64 more for mappings outside RAM.
+    pub fn new(invept_kind: u64, ram: u64) -> Tables {
+        let gib = ram.div_ceil(1 << 30) as usize;
+        let two_mib = ram.div_ceil(2 << 20) as usize;
+        Tables {
+            invept_kind,
+            count: 0,
+            limit: 2 + gib + two_mib + 64,
+        }
+    }
+}
+
+const TABLE_LAYOUT: Layout = match Layout::from_size_align(4096, 4096) {
+    Ok(l) => l,
+    Err(_) => panic!("a page layout"),
+};
 
 impl TableMemory for Tables {
     fn alloc_table(&mut self) -> Option<u64> {
-        let page = Box::new(TablePage([0; 512]));
-        Some(Box::into_raw(page) as u64)
+        if self.count >= self.limit {
+            return None;
+        }
+        // SAFETY: the layout has a non-zero size; a null result (the heap
+        // is out of memory) is an answer, not a panic.
+        let p = unsafe { alloc_zeroed(TABLE_LAYOUT) };
+        if p.is_null() {
+            return None;
+        }
+        self.count += 1;
+        Some(p as u64)
     }
 
     fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        // SAFETY: `pa` came from `alloc_table` (a leaked, page-aligned
-        // TablePage the EPT owns alone until `free_table`); the hypervisor
-        // is identity mapped.
-        unsafe { &mut (*(pa as *mut TablePage)).0 }
+        // SAFETY: `pa` came from `alloc_table` (a zeroed, page-aligned
+        // page the EPT owns alone until `free_table`); the hypervisor is
+        // identity mapped.
+        unsafe { &mut *(pa as *mut [u64; 512]) }
     }
 
     fn free_table(&mut self, pa: u64) {
-        // SAFETY: as above; the EPT hands each table back once.
-        drop(unsafe { Box::from_raw(pa as *mut TablePage) });
+        // SAFETY: `pa` came from `alloc_table` with this layout; the EPT
+        // hands each table back once.
+        unsafe { dealloc(pa as *mut u8, TABLE_LAYOUT) };
+        self.count = self.count.saturating_sub(1);
     }
 
     fn invept(&mut self, eptp: u64) {
@@ -262,6 +295,14 @@ impl Dom {
     pub fn teardown(self) {
         self.console_flush();
         let Dom { ept, tables, .. } = self;
-        ept.into_inner().destroy(&mut tables.into_inner());
+        destroy_ept(ept.into_inner(), &mut tables.into_inner());
     }
+}
+
+/// Frees an EPT's tables, then drops what the CPU cached of it: a later
+/// domain's EPT may get the same root address (and so the same EPTP).
+pub fn destroy_ept(ept: Ept, tables: &mut Tables) {
+    let eptp = ept.eptp();
+    ept.destroy(tables);
+    tables.invept(eptp);
 }

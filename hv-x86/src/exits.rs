@@ -302,7 +302,9 @@ fn advance() {
 }
 
 /// Delivers hardware exception `vector` to the guest at the next entry.
+/// In real mode exceptions push no error code (and VM entry refuses one).
 fn inject(vector: u8, error: Option<u32>) {
+    let error = error.filter(|_| vmread(field::GUEST_CR0) & CR0_PE != 0);
     let _ = vmwrite(
         field::VM_ENTRY_INTR_INFO,
         u64::from(IntrInfo::hardware_exception(vector, error).0),
@@ -668,6 +670,14 @@ fn arch_msr(write: bool, idx: u32, value: u64, dom: &mut Dom, hv: &Hv) -> Result
             if value & !(EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE) != 0 {
                 return Err(());
             }
+            // A bit the CPU lacks would make the next VM entry fail.
+            let ext = hw::cpuid(0x8000_0001, 0)[3];
+            let missing = [(EFER_SCE, 11), (EFER_LME, 29), (EFER_NXE, 20)]
+                .iter()
+                .any(|&(bit, feature)| value & bit != 0 && ext & (1 << feature) == 0);
+            if missing {
+                return Err(());
+            }
             let cur = vmread(field::GUEST_IA32_EFER);
             // LME may not change while paging is on; LMA is the CPU's.
             let paging_on = vmread(field::GUEST_CR0) & CR0_PG != 0;
@@ -757,9 +767,11 @@ fn io(doms: &mut [Option<Dom>], i: usize) {
     }
 }
 
-/// MOV to CR0/CR4 (and LMSW) that touch the bits VMX fixes: the guest
-/// keeps its own view in the read shadows, the real registers keep the
-/// fixed bits.
+/// MOV to/from CR0, CR3, CR4 and CR8, and LMSW, when they exit: CR0/CR4
+/// writes touching bits the hypervisor owns (the guest keeps its view in
+/// the read shadows, the real registers keep the VMX-fixed bits), CR8
+/// always (the guest's TPR lives in its vLAPIC, not in the host's), CR3
+/// where the CPU forces it (no true controls).
 fn cr_access(doms: &mut [Option<Dom>], i: usize, hv: &Hv) {
     let Some(dom) = doms.get_mut(i).and_then(Option::as_mut) else {
         return;
@@ -767,27 +779,39 @@ fn cr_access(doms: &mut [Option<Dom>], i: usize, hv: &Hv) {
     let q = CrAccess::decode(vmread(field::EXIT_QUALIFICATION));
     let value = match q.access {
         vmx::CrAccessType::MovTo => dom.vcpu.regs.gpr(q.gpr),
+        vmx::CrAccessType::MovFrom => {
+            let v = match q.cr {
+                3 => vmread(field::GUEST_CR3),
+                8 => u64::from(dom.lapic.tpr() >> 4),
+                _ => 0,
+            };
+            dom.vcpu.regs.set_gpr(q.gpr, v);
+            advance();
+            return;
+        }
         vmx::CrAccessType::Lmsw => {
             // LMSW sets PE, MP, EM, TS; it can set PE but never clear it.
             let old = dom.vcpu.cr0_shadow;
             (old & !0xe) | u64::from(q.lmsw_source & 0xf) | (old & CR0_PE)
         }
-        _ => {
-            advance();
-            return;
-        }
+        vmx::CrAccessType::Clts => dom.vcpu.cr0_shadow & !(1 << 3),
     };
-    let ok = match q.cr {
-        0 => write_cr0(dom, value, hv),
-        4 => write_cr4(dom, value, hv),
-        _ => false,
+    let (ok, flush) = match q.cr {
+        0 => (write_cr0(dom, value, hv), true),
+        3 => (write_cr3(dom, value, hv), true),
+        4 => (write_cr4(dom, value, hv), true),
+        8 if value >> 4 == 0 => {
+            dom.lapic.set_tpr((value as u8) << 4);
+            (true, false)
+        }
+        _ => (false, false),
     };
     if ok {
         advance();
-        if let Some(vpid) = hv.vpid_of(dom.id) {
+        if flush {
             // The write took effect here, not in the guest: drop what the
             // guest's old paging mode cached.
-            let _ = hw::invvpid(1, vpid);
+            flush_guest_tlb(dom.id, hv);
         }
     } else {
         dom.refuse(format_args!(
@@ -796,6 +820,49 @@ fn cr_access(doms: &mut [Option<Dom>], i: usize, hv: &Hv) {
         ));
         inject_gp();
     }
+}
+
+/// Drops the guest-virtual translations cached for domain `id` (its VPID,
+/// or every VPID where the CPU can only do that). Without VPIDs every VM
+/// entry flushes them anyway.
+fn flush_guest_tlb(id: u16, hv: &Hv) {
+    if let (Some(vpid), Some(kind)) = (hv.vpid_of(id), hv.controls.invvpid) {
+        let _ = hw::invvpid(kind as u64, vpid);
+    }
+}
+
+/// PAE paging outside long mode: the four PDPTEs at CR3 are loaded when
+/// paging turns on or CR3/CR4 change, and the guest-state fields must hold
+/// them when the hypervisor made that change. False (#GP, as the CPU
+/// would raise) when one is unreadable or has reserved bits set.
+fn load_pdptes(dom: &Dom, cr3: u64, hv: &Hv) -> bool {
+    let base = cr3 & 0xffff_ffe0;
+    let reserved = 0x1e6 | !((1u64 << hv.maxphyaddr) - 1);
+    let fields = [
+        field::GUEST_PDPTE0,
+        field::GUEST_PDPTE1,
+        field::GUEST_PDPTE2,
+        field::GUEST_PDPTE3,
+    ];
+    let mut values = [0u64; 4];
+    for (k, v) in values.iter_mut().enumerate() {
+        let Some(e) = Phys(dom).read_u64(base + 8 * k as u64) else {
+            return false;
+        };
+        if e & 1 != 0 && e & reserved != 0 {
+            return false;
+        }
+        *v = e;
+    }
+    fields
+        .iter()
+        .zip(values)
+        .all(|(&f, v)| vmwrite(f, v).is_ok())
+}
+
+/// Whether the guest is in PAE paging outside long mode with these values.
+fn pae_legacy(cr0: u64, cr4: u64, efer: u64) -> bool {
+    cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && efer & EFER_LMA == 0
 }
 
 fn write_cr0(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
@@ -813,6 +880,12 @@ fn write_cr0(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     } else if v & CR0_PG == 0 {
         efer &= !EFER_LMA;
     }
+    if !was_paging
+        && pae_legacy(v, dom.vcpu.cr4_shadow, efer)
+        && !load_pdptes(dom, vmread(field::GUEST_CR3), hv)
+    {
+        return false;
+    }
     dom.vcpu.cr0_shadow = v;
     let ok = vmwrite(field::GUEST_CR0, hv.controls.guest_cr0(v)).is_ok()
         && vmwrite(field::CR0_READ_SHADOW, v).is_ok()
@@ -821,9 +894,41 @@ fn write_cr0(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     ok
 }
 
+fn write_cr3(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
+    let efer = vmread(field::GUEST_IA32_EFER);
+    // Bit 63 (keep PCID translations) is an instruction flag, not CR3.
+    let v = if efer & EFER_LMA != 0 {
+        v & !(1 << 63)
+    } else {
+        v & 0xffff_ffff
+    };
+    if v >> hv.maxphyaddr != 0 {
+        return false;
+    }
+    if pae_legacy(dom.vcpu.cr0_shadow, dom.vcpu.cr4_shadow, efer) && !load_pdptes(dom, v, hv) {
+        return false;
+    }
+    vmwrite(field::GUEST_CR3, v).is_ok()
+}
+
 fn write_cr4(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
-    let lma = vmread(field::GUEST_IA32_EFER) & EFER_LMA != 0;
+    let efer = vmread(field::GUEST_IA32_EFER);
+    let lma = efer & EFER_LMA != 0;
+    const PCIDE: u64 = 1 << 17;
+    const LA57: u64 = 1 << 12;
     if v & CR4_VMXE != 0 || (lma && v & CR4_PAE == 0) || v & !hv.controls.guest_cr4_allowed() != 0 {
+        return false;
+    }
+    // PCIDE only in long mode (VM entry would refuse it otherwise); LA57
+    // cannot change while long mode is active.
+    if (!lma && v & PCIDE != 0) || (lma && (v ^ dom.vcpu.cr4_shadow) & LA57 != 0) {
+        return false;
+    }
+    let paging_bits = CR4_PAE | (1 << 4) | (1 << 7); // PAE, PSE, PGE
+    if (v ^ dom.vcpu.cr4_shadow) & paging_bits != 0
+        && pae_legacy(dom.vcpu.cr0_shadow, v, efer)
+        && !load_pdptes(dom, vmread(field::GUEST_CR3), hv)
+    {
         return false;
     }
     dom.vcpu.cr4_shadow = v;

@@ -240,3 +240,33 @@ pub fn invvpid(kind: u64, vpid: u16) -> Result<(), VmFail> {
     }
     vm_result(rflags)
 }
+
+/// DR0-DR3 and DR6, in that order.
+pub fn read_debug() -> [u64; 5] {
+    let (d0, d1, d2, d3, d6): (u64, u64, u64, u64, u64);
+    // SAFETY: reading debug registers at CPL 0 has no side effect.
+    unsafe {
+        asm!(
+            "mov {0}, dr0", "mov {1}, dr1", "mov {2}, dr2", "mov {3}, dr3", "mov {4}, dr6",
+            out(reg) d0, out(reg) d1, out(reg) d2, out(reg) d3, out(reg) d6,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    [d0, d1, d2, d3, d6]
+}
+
+/// Loads DR0-DR3 and DR6 (a vCPU's, from [`read_debug`] or its reset
+/// values).
+pub fn write_debug(d: &[u64; 5]) {
+    // SAFETY: the breakpoints only fire when DR7 (the guest's, loaded by VM
+    // entry; the host's is 0x400 after every exit) enables them, so the
+    // hypervisor itself never traps on them. DR6's reserved bits are kept
+    // as read or reset (0xffff0ff0).
+    unsafe {
+        asm!(
+            "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}", "mov dr6, {4}",
+            in(reg) d[0], in(reg) d[1], in(reg) d[2], in(reg) d[3], in(reg) d[4] | 0xffff_0ff0,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+}

@@ -54,12 +54,15 @@ extern "C" fn main(magic: u32, info: u32) -> ! {
         env!("CARGO_PKG_VERSION"),
         boards::PC.name
     );
-    let boot = report_loader(magic, info);
     // Everything kept of the loader's information and the firmware tables
-    // is read before the heap takes over the memory they may lie in.
-    let copy = vmm::BootCopy::new(boot.as_ref());
-    vmm::acpi_report(&copy);
-    let heap = heap::init(boot.as_ref());
+    // is read (and copied) before the heap exists; `boot`, which borrows
+    // loader memory, ends with this block.
+    let (copy, heap) = {
+        let boot = report_loader(magic, info);
+        let copy = vmm::BootCopy::new(boot.as_ref());
+        vmm::acpi_report(&copy);
+        (copy, heap::init(boot.as_ref()))
+    };
     log!("heap: {} MiB", heap >> 20);
     if heap < (8 << 20) {
         log!("hv-x86: less than 8 MiB of heap; nothing can run; halting");

@@ -167,7 +167,9 @@ pub struct BootInfo<'a> {
     pub dropped: u32,
     /// The RSDP copy of a Multiboot2 ACPI tag (the newer one preferred).
     pub rsdp: Option<&'a [u8]>,
-    /// Where the information block itself lies (to keep it out of the heap).
+    /// The span of every structure read: the information block, and for
+    /// Multiboot1 the memory map, module table and strings it points at
+    /// (kept out of the heap while their contents are borrowed).
     pub info: Range,
 }
 
@@ -208,6 +210,12 @@ impl<'a> BootInfo<'a> {
             Some(slot) => *slot = Some(Range { start, end }),
             None => self.dropped = self.dropped.saturating_add(1),
         }
+    }
+
+    /// Widens [`BootInfo::info`] to cover `len` bytes at `addr`.
+    fn cover(&mut self, addr: u64, len: usize) {
+        self.info.start = self.info.start.min(addr);
+        self.info.end = self.info.end.max(addr.saturating_add(len as u64));
     }
 
     fn add_module(&mut self, m: Module<'a>) {
@@ -260,6 +268,8 @@ pub enum Error {
     Cmdline(&'static str),
     /// A module's range is malformed.
     Module(&'static str),
+    /// An ACPI RSDP tag is longer than any RSDP ([`MAX_RSDP`]).
+    RsdpTag(u32),
 }
 
 impl fmt::Display for Error {
@@ -293,6 +303,10 @@ impl fmt::Display for Error {
             Self::LoaderName(why) => write!(f, "boot loader name: {why}"),
             Self::Cmdline(why) => write!(f, "command line: {why}"),
             Self::Module(why) => write!(f, "boot module: {why}"),
+            Self::RsdpTag(size) => write!(
+                f,
+                "Multiboot2 ACPI tag of {size} bytes is longer than an RSDP ({MAX_RSDP} at most)"
+            ),
         }
     }
 }
@@ -405,18 +419,22 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             upper_kib: field(8),
         });
     }
-    if flags & MB1_FLAG_MMAP != 0 {
+    // An empty map or module table is not looked for where it would be.
+    if flags & MB1_FLAG_MMAP != 0 && field(44) != 0 {
         let len = field(44) as usize;
         if len > MAX_MB1_MMAP {
             return Err(Error::MemoryMap("longer than 64 KiB"));
         }
         let map = read_exact(mem, "Multiboot1 memory map", u64::from(field(48)), len)?;
+        out.cover(u64::from(field(48)), len);
         out.memory = Some(mb1_memory_map(map, &mut out)?);
     }
     if flags & MB1_FLAG_CMDLINE != 0 {
-        out.cmdline = Some(cmdline_at(mem, u64::from(field(16)))?);
+        let text = cmdline_at(mem, u64::from(field(16)))?;
+        out.cover(u64::from(field(16)), text.len() + 1);
+        out.cmdline = Some(text);
     }
-    if flags & MB1_FLAG_MODS != 0 {
+    if flags & MB1_FLAG_MODS != 0 && field(20) != 0 {
         // mods_count and mods_addr; each entry: start, end, string, reserved.
         let count = field(20) as usize;
         if count > 64 {
@@ -428,6 +446,7 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             u64::from(field(24)),
             count * 16,
         )?;
+        out.cover(u64::from(field(24)), count * 16);
         for e in table.chunks_exact(16) {
             let (start, end) = module_range(
                 u64::from(le32(e, 0).unwrap_or(0)),
@@ -439,6 +458,9 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             } else {
                 cmdline_at(mem, string)?
             };
+            if string != 0 {
+                out.cover(string, text.len() + 1);
+            }
             out.add_module(Module {
                 start,
                 end,
@@ -453,7 +475,9 @@ fn multiboot1<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             addr,
             len: 1,
         })?;
-        out.loader_name = Some(loader_name(b)?);
+        let name = loader_name(b)?;
+        out.cover(addr, name.len() + 1);
+        out.loader_name = Some(name);
     }
     Ok(out)
 }
@@ -541,7 +565,7 @@ fn multiboot2<M: Memory>(info: u64, mem: &M) -> Result<BootInfo<'_>, Error> {
             }
             MB2_TAG_ACPI_OLD | MB2_TAG_ACPI_NEW => {
                 if body.len() > MAX_RSDP {
-                    return Err(Error::ShortTag { kind, size });
+                    return Err(Error::RsdpTag(size));
                 }
                 // The ACPI 2.0 copy wins over the 1.0 one, whatever the order.
                 if kind == MB2_TAG_ACPI_NEW || out.rsdp.is_none() {
@@ -930,6 +954,656 @@ mod tests {
                 let mut b = good.clone();
                 b[at] = v;
                 let _ = mb1(b);
+            }
+        }
+    }
+
+    /// A Multiboot2 block holding `tags` (type, body), then an end tag.
+    fn mb2_block(tags: &[(u32, Vec<u8>)]) -> Vec<u8> {
+        let mut b = vec![0; 8];
+        for (kind, body) in tags {
+            tag(&mut b, *kind, body);
+        }
+        tag(&mut b, MB2_TAG_END, &[]);
+        let len = b.len() as u32;
+        b[..4].copy_from_slice(&len.to_le_bytes());
+        b
+    }
+
+    /// A Multiboot2 module tag: mod_start, mod_end, then `cmdline` as given
+    /// (the caller writes the NUL, or leaves it out).
+    fn module_tag(start: u32, end: u32, cmdline: &[u8]) -> (u32, Vec<u8>) {
+        let mut body = start.to_le_bytes().to_vec();
+        body.extend_from_slice(&end.to_le_bytes());
+        body.extend_from_slice(cmdline);
+        (MB2_TAG_MODULE, body)
+    }
+
+    /// A Multiboot2 memory map tag of `entries` (base, length, type).
+    fn mmap_tag(entries: &[(u64, u64, u32)]) -> (u32, Vec<u8>) {
+        let mut body = 24u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&0u32.to_le_bytes());
+        for &(base, len, kind) in entries {
+            body.extend(mmap_entry(base, len, kind));
+        }
+        (MB2_TAG_MMAP, body)
+    }
+
+    /// An ACPI 1.0 RSDP (20 bytes).
+    fn rsdp_v1() -> Vec<u8> {
+        let mut r = b"RSD PTR ".to_vec();
+        r.push(0x5a);
+        r.extend_from_slice(b"BOCHS ");
+        r.push(0);
+        r.extend_from_slice(&0x000e_1000u32.to_le_bytes());
+        r
+    }
+
+    /// An ACPI 2.0 RSDP (36 bytes).
+    fn rsdp_v2() -> Vec<u8> {
+        let mut r = b"RSD PTR ".to_vec();
+        r.push(0xa5);
+        r.extend_from_slice(b"BOCHS ");
+        r.push(2);
+        r.extend_from_slice(&0x000e_1000u32.to_le_bytes());
+        r.extend_from_slice(&36u32.to_le_bytes());
+        r.extend_from_slice(&0x000e_2000u64.to_le_bytes());
+        r.extend_from_slice(&[0x11, 0, 0, 0]);
+        r
+    }
+
+    fn at_base(bytes: Vec<u8>) -> Fake {
+        Fake { base: BASE, bytes }
+    }
+
+    /// Why a Multiboot2 block of `tags` is refused.
+    fn mb2_refusal(tags: &[(u32, Vec<u8>)]) -> Error {
+        let mem = at_base(mb2_block(tags));
+        parse(Protocol::Multiboot2, BASE, &mem).unwrap_err()
+    }
+
+    #[test]
+    fn multiboot2_modules_and_command_line() {
+        let block = mb2_block(&[
+            (MB2_TAG_CMDLINE, b"loglvl=all console=com1\0".to_vec()),
+            module_tag(0x20_0000, 0x20_8000, b"x86guest mode=bench\0"),
+            module_tag(0x30_0000, 0x30_0000, b"\0"),
+        ]);
+        let len = block.len() as u64;
+        let mem = at_base(block);
+        let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+        assert_eq!(info.cmdline, Some("loglvl=all console=com1"));
+        let modules: Vec<Module> = info.modules().copied().collect();
+        assert_eq!(
+            modules,
+            [
+                Module {
+                    start: 0x20_0000,
+                    end: 0x20_8000,
+                    cmdline: "x86guest mode=bench"
+                },
+                // Empty, and with an empty command line: both fine.
+                Module {
+                    start: 0x30_0000,
+                    end: 0x30_0000,
+                    cmdline: ""
+                },
+            ]
+        );
+        assert!(info.modules[2..].iter().all(Option::is_none));
+        assert_eq!(info.dropped, 0);
+        assert_eq!(
+            (info.rsdp, info.loader_name, info.memory),
+            (None, None, None)
+        );
+        // Multiboot2's span is the block itself.
+        assert_eq!(
+            info.info,
+            Range {
+                start: BASE,
+                end: BASE + len
+            }
+        );
+    }
+
+    #[test]
+    fn multiboot2_acpi_tags_prefer_the_new_rsdp_in_either_order() {
+        let (old, new) = (rsdp_v1(), rsdp_v2());
+        let rsdp_of = |tags: &[(u32, Vec<u8>)]| {
+            let mem = at_base(mb2_block(tags));
+            let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+            info.rsdp.map(<[u8]>::to_vec)
+        };
+        let both = [
+            (MB2_TAG_ACPI_OLD, old.clone()),
+            (MB2_TAG_ACPI_NEW, new.clone()),
+        ];
+        assert_eq!(rsdp_of(&both), Some(new.clone()));
+        let reversed = [both[1].clone(), both[0].clone()];
+        assert_eq!(rsdp_of(&reversed), Some(new.clone()));
+        assert_eq!(rsdp_of(&both[..1]), Some(old.clone()));
+        assert_eq!(rsdp_of(&both[1..]), Some(new.clone()));
+        assert_eq!(rsdp_of(&[]), None);
+        // Two old copies: the first stays.
+        let mut other = old.clone();
+        other[8] ^= 0xff;
+        assert_eq!(
+            rsdp_of(&[(MB2_TAG_ACPI_OLD, old.clone()), (MB2_TAG_ACPI_OLD, other)]),
+            Some(old)
+        );
+        // MAX_RSDP bytes is still a copy.
+        assert_eq!(
+            rsdp_of(&[(MB2_TAG_ACPI_NEW, vec![7; MAX_RSDP])]),
+            Some(vec![7; MAX_RSDP])
+        );
+    }
+
+    #[test]
+    fn multiboot2_acpi_tag_longer_than_max_rsdp_is_refused() {
+        for kind in [MB2_TAG_ACPI_OLD, MB2_TAG_ACPI_NEW] {
+            assert_eq!(
+                mb2_refusal(&[(kind, vec![0; MAX_RSDP + 1])]),
+                Error::RsdpTag(8 + MAX_RSDP as u32 + 1)
+            );
+            // Refused even after a good copy was kept.
+            let after_good = [(MB2_TAG_ACPI_NEW, rsdp_v2()), (kind, vec![0; 4096])];
+            assert!(matches!(mb2_refusal(&after_good), Error::RsdpTag(_)));
+        }
+    }
+
+    /// The refusal of an oversized ACPI tag does not call it short.
+    #[test]
+    fn multiboot2_oversized_acpi_tag_is_not_called_short() {
+        let text = mb2_refusal(&[(MB2_TAG_ACPI_NEW, vec![0; MAX_RSDP + 1])]).to_string();
+        assert!(!text.contains("too short"), "{text}");
+    }
+
+    #[test]
+    fn multiboot2_module_refusals() {
+        assert_eq!(
+            mb2_refusal(&[module_tag(0x20_1000, 0x20_0fff, b"\0")]),
+            Error::Module("ends before it starts")
+        );
+        assert_eq!(
+            mb2_refusal(&[module_tag(0, 0x1000, b"\0")]),
+            Error::Module("starts at address 0")
+        );
+        // Address 0 is refused even for an empty module.
+        assert_eq!(
+            mb2_refusal(&[module_tag(0, 0, b"\0")]),
+            Error::Module("starts at address 0")
+        );
+        // Too short for mod_start and mod_end.
+        assert_eq!(
+            mb2_refusal(&[(MB2_TAG_MODULE, vec![0, 0, 0x20, 0])]),
+            Error::ShortTag {
+                kind: MB2_TAG_MODULE,
+                size: 12
+            }
+        );
+        // The command line must be there, terminated and printable.
+        assert_eq!(
+            mb2_refusal(&[module_tag(0x20_0000, 0x20_1000, b"")]),
+            Error::Cmdline("no terminating NUL within 1024 bytes")
+        );
+        assert_eq!(
+            mb2_refusal(&[module_tag(0x20_0000, 0x20_1000, b"guest\x07\0")]),
+            Error::Cmdline("not printable ASCII")
+        );
+        // A later bad module refuses the whole block.
+        assert_eq!(
+            mb2_refusal(&[
+                module_tag(0x20_0000, 0x20_1000, b"good\0"),
+                module_tag(0x30_0000, 0x2f_0000, b"bad\0"),
+            ]),
+            Error::Module("ends before it starts")
+        );
+    }
+
+    #[test]
+    fn multiboot2_modules_beyond_max_are_counted_as_dropped() {
+        let extra = 3;
+        let tags: Vec<_> = (0..MAX_MODULES + extra)
+            .map(|i| {
+                let start = 0x100_0000 * (i as u32 + 1);
+                module_tag(start, start + 0x1000, format!("m{i}\0").as_bytes())
+            })
+            .collect();
+        let mem = at_base(mb2_block(&tags));
+        let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+        assert_eq!(info.dropped, extra as u32);
+        let kept: Vec<(u64, String)> = info
+            .modules()
+            .map(|m| (m.start, m.cmdline.to_string()))
+            .collect();
+        let first: Vec<(u64, String)> = (0..MAX_MODULES)
+            .map(|i| (0x100_0000 * (i as u64 + 1), format!("m{i}")))
+            .collect();
+        assert_eq!(kept, first, "the loader's first modules are kept");
+    }
+
+    #[test]
+    fn multiboot2_available_ranges_are_recorded_and_others_skipped() {
+        let mem = at_base(grub_like());
+        let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+        let ram: Vec<Range> = info.ram().copied().collect();
+        assert_eq!(
+            ram,
+            [
+                Range {
+                    start: 0,
+                    end: 0x9fc00
+                },
+                Range {
+                    start: 0x10_0000,
+                    end: 0x7fe_0000
+                },
+            ]
+        );
+        assert_eq!(info.dropped, 0);
+
+        // Reserved (2), ACPI (3), NVS (4), bad (5) and empty ranges are
+        // skipped; a range running past 2^64 ends there.
+        let mem = at_base(mb2_block(&[mmap_tag(&[
+            (0x1000, 0x1000, 2),
+            (0x2000, 0x1000, 3),
+            (0x3000, 0x1000, 1),
+            (0x4000, 0x1000, 4),
+            (0x5000, 0x1000, 5),
+            (0x6000, 0, 1),
+            (u64::MAX - 0xfff, 0x2000, 1),
+        ])]));
+        let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+        let ram: Vec<Range> = info.ram().copied().collect();
+        assert_eq!(
+            ram,
+            [
+                Range {
+                    start: 0x3000,
+                    end: 0x4000
+                },
+                Range {
+                    start: u64::MAX - 0xfff,
+                    end: u64::MAX
+                },
+            ]
+        );
+        assert_eq!(info.dropped, 0);
+    }
+
+    #[test]
+    fn multiboot2_ranges_beyond_max_are_counted_as_dropped() {
+        let extra = 5;
+        let mut entries = Vec::new();
+        for i in 0..(MAX_RANGES + extra) as u64 {
+            entries.push((i << 24, 0x1000, MMAP_AVAILABLE));
+            // Reserved ones between them take no slot and are not dropped.
+            entries.push((i << 24 | 0x10_0000, 0x1000, 2));
+        }
+        let mut tags = vec![mmap_tag(&entries)];
+        // Modules and ranges share the count.
+        for i in 0..MAX_MODULES as u32 + 2 {
+            tags.push(module_tag(
+                0x100_0000 * (i + 1),
+                0x100_0000 * (i + 1),
+                b"\0",
+            ));
+        }
+        let mem = at_base(mb2_block(&tags));
+        let info = parse(Protocol::Multiboot2, BASE, &mem).unwrap();
+        assert_eq!(info.dropped, extra as u32 + 2);
+        let starts: Vec<u64> = info.ram().map(|r| r.start).collect();
+        let first: Vec<u64> = (0..MAX_RANGES as u64).map(|i| i << 24).collect();
+        assert_eq!(starts, first);
+        // The total still counts every available range.
+        assert_eq!(
+            info.memory,
+            Some(MemoryTotal::Map {
+                usable_bytes: (MAX_RANGES + extra) as u64 * 0x1000,
+                ranges: (MAX_RANGES + extra) as u32
+            })
+        );
+    }
+
+    #[test]
+    fn multiboot2_command_line_refusals() {
+        let with_cmdline = |body: &[u8]| {
+            let mem = at_base(mb2_block(&[(MB2_TAG_CMDLINE, body.to_vec())]));
+            parse(Protocol::Multiboot2, BASE, &mem).map(|i| i.cmdline.map(String::from))
+        };
+        for bad in [
+            &b"console=com1\x1b[2J\0"[..],
+            b"tab\there\0",
+            b"caf\xc3\xa9\0",
+            b"\x7f\0",
+        ] {
+            assert_eq!(
+                with_cmdline(bad),
+                Err(Error::Cmdline("not printable ASCII")),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            with_cmdline(b"loglvl=all"),
+            Err(Error::Cmdline("no terminating NUL within 1024 bytes"))
+        );
+        assert_eq!(
+            with_cmdline(b""),
+            Err(Error::Cmdline("no terminating NUL within 1024 bytes"))
+        );
+        // MAX_CMDLINE characters fit; one more does not, NUL or not.
+        let mut longest = vec![b'a'; MAX_CMDLINE];
+        longest.push(0);
+        assert_eq!(with_cmdline(&longest), Ok(Some("a".repeat(MAX_CMDLINE))));
+        let mut too_long = vec![b'a'; MAX_CMDLINE + 1];
+        too_long.push(0);
+        assert_eq!(
+            with_cmdline(&too_long),
+            Err(Error::Cmdline("no terminating NUL within 1024 bytes"))
+        );
+        // Bytes after the NUL are not looked at.
+        assert_eq!(with_cmdline(b"ok\0\x01\x02"), Ok(Some("ok".into())));
+        assert_eq!(with_cmdline(b"\0"), Ok(Some(String::new())));
+    }
+
+    // Multiboot1 with a command line and modules. The structures are laid
+    // out around the information block so that its span has to widen both
+    // ways (offsets from BASE).
+    const MB1_MAP: usize = 0x000;
+    const MB1_TABLE: usize = 0x060;
+    const MB1_INFO: usize = 0x100;
+    const MB1_CMDLINE: usize = 0x180;
+    const MB1_MOD1_STRING: usize = 0x1a0;
+    const MB1_NAME: usize = 0x1c0;
+    const MB1_MOD2_STRING: usize = 0x1e0;
+
+    fn put32(b: &mut [u8], off: usize, v: u32) {
+        b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn addr32(off: usize) -> u32 {
+        BASE as u32 + off as u32
+    }
+
+    /// Memory with a Multiboot1 block at BASE + MB1_INFO flagging memory,
+    /// map, command line, modules (three: two with strings, one without)
+    /// and loader name.
+    fn mb1_with_modules() -> Vec<u8> {
+        let mut b = vec![0u8; 0x200];
+        let flags = MB1_FLAG_MEMORY
+            | MB1_FLAG_CMDLINE
+            | MB1_FLAG_MODS
+            | MB1_FLAG_MMAP
+            | MB1_FLAG_LOADER_NAME;
+        let info = MB1_INFO;
+        put32(&mut b, info, flags);
+        put32(&mut b, info + 4, 639);
+        put32(&mut b, info + 8, 129_920);
+        put32(&mut b, info + 16, addr32(MB1_CMDLINE));
+        put32(&mut b, info + 20, 3);
+        put32(&mut b, info + 24, addr32(MB1_TABLE));
+        let mut map = Vec::new();
+        for (base, len, kind) in [
+            (0u64, 0x9fc00u64, 1u32),
+            (0x10_0000, 0x7ee_0000, 1),
+            (0xfffc_0000, 0x4_0000, 2),
+        ] {
+            map.extend_from_slice(&20u32.to_le_bytes());
+            map.extend_from_slice(&mmap_entry(base, len, kind)[..20]);
+        }
+        put32(&mut b, info + 44, map.len() as u32);
+        put32(&mut b, info + 48, addr32(MB1_MAP));
+        b[MB1_MAP..MB1_MAP + map.len()].copy_from_slice(&map);
+        put32(&mut b, info + 64, addr32(MB1_NAME));
+        for (i, (start, end, string)) in [
+            (0x20_0000u32, 0x20_8000u32, addr32(MB1_MOD1_STRING)),
+            (0x30_0000, 0x30_1000, addr32(MB1_MOD2_STRING)),
+            (0x40_0000, 0x40_0000, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = MB1_TABLE + 16 * i;
+            put32(&mut b, e, start);
+            put32(&mut b, e + 4, end);
+            put32(&mut b, e + 8, string);
+            put32(&mut b, e + 12, 0xdead_beef);
+        }
+        for (at, text) in [
+            (MB1_CMDLINE, &b"hv loglvl=all\0"[..]),
+            (MB1_MOD1_STRING, b"guest one\0"),
+            (MB1_NAME, b"qemu\0"),
+            (MB1_MOD2_STRING, b"guest two a=b\0"),
+        ] {
+            b[at..at + text.len()].copy_from_slice(text);
+        }
+        b
+    }
+
+    fn mb1_parse(mem: &Fake) -> Result<BootInfo<'_>, Error> {
+        parse(Protocol::Multiboot1, BASE + MB1_INFO as u64, mem)
+    }
+
+    /// Why `mb1_with_modules` changed by `change` is refused.
+    fn mb1_refusal(change: impl FnOnce(&mut Vec<u8>)) -> Error {
+        let mut b = mb1_with_modules();
+        change(&mut b);
+        mb1_parse(&at_base(b)).unwrap_err()
+    }
+
+    #[test]
+    fn multiboot1_modules_and_command_line() {
+        let mem = at_base(mb1_with_modules());
+        let info = mb1_parse(&mem).unwrap();
+        assert_eq!(info.cmdline, Some("hv loglvl=all"));
+        assert_eq!(info.loader_name, Some("qemu"));
+        let modules: Vec<Module> = info.modules().copied().collect();
+        assert_eq!(
+            modules,
+            [
+                Module {
+                    start: 0x20_0000,
+                    end: 0x20_8000,
+                    cmdline: "guest one"
+                },
+                Module {
+                    start: 0x30_0000,
+                    end: 0x30_1000,
+                    cmdline: "guest two a=b"
+                },
+                // String address 0: no command line.
+                Module {
+                    start: 0x40_0000,
+                    end: 0x40_0000,
+                    cmdline: ""
+                },
+            ]
+        );
+        assert_eq!(info.dropped, 0);
+        assert_eq!(info.rsdp, None);
+        let ram: Vec<Range> = info.ram().copied().collect();
+        assert_eq!(
+            ram,
+            [
+                Range {
+                    start: 0,
+                    end: 0x9fc00
+                },
+                Range {
+                    start: 0x10_0000,
+                    end: 0x7fe_0000
+                },
+            ]
+        );
+        // Without the flags, neither is read (the pointers are garbage).
+        let mut b = mb1_with_modules();
+        b[MB1_INFO] &= !((MB1_FLAG_CMDLINE | MB1_FLAG_MODS) as u8);
+        put32(&mut b, MB1_INFO + 16, 0xffff_0000);
+        put32(&mut b, MB1_INFO + 24, 0xffff_0000);
+        let mem = at_base(b);
+        let info = mb1_parse(&mem).unwrap();
+        assert_eq!((info.cmdline, info.modules().count()), (None, 0));
+    }
+
+    #[test]
+    fn multiboot1_info_spans_every_structure_read() {
+        let span = |b: Vec<u8>| {
+            let mem = at_base(b);
+            let info = mb1_parse(&mem).unwrap().info;
+            (info.start - BASE, info.end - BASE)
+        };
+        // From the map (lowest) to the end of module 2's string (highest,
+        // 13 characters and its NUL).
+        assert_eq!(span(mb1_with_modules()), (MB1_MAP as u64, 0x1ee));
+        // Without the map, the module table is lowest.
+        let mut b = mb1_with_modules();
+        b[MB1_INFO] &= !(MB1_FLAG_MMAP as u8);
+        assert_eq!(span(b), (MB1_TABLE as u64, 0x1ee));
+        // Without modules, the loader name ("qemu" and NUL) ends it.
+        let mut b = mb1_with_modules();
+        b[MB1_INFO] &= !(MB1_FLAG_MODS as u8);
+        assert_eq!(span(b), (MB1_MAP as u64, MB1_NAME as u64 + 5));
+        // Without modules or name, the command line (13 and NUL).
+        let mut b = mb1_with_modules();
+        b[MB1_INFO] &= !(MB1_FLAG_MODS as u8);
+        b[MB1_INFO + 1] &= !((MB1_FLAG_LOADER_NAME >> 8) as u8);
+        assert_eq!(span(b), (MB1_MAP as u64, MB1_CMDLINE as u64 + 14));
+        // Nothing pointed at: the 68-byte block alone.
+        let mut b = mb1_with_modules();
+        b[MB1_INFO..MB1_INFO + 4].fill(0);
+        assert_eq!(span(b), (MB1_INFO as u64, MB1_INFO as u64 + 68));
+    }
+
+    #[test]
+    fn multiboot1_up_to_64_modules_are_read_and_more_refused() {
+        // 64 entries at 0x400: the first MAX_MODULES kept, the rest dropped.
+        let mut b = mb1_with_modules();
+        b.resize(0x800, 0);
+        let table = 0x400;
+        for i in 0..64u32 {
+            let e = table + 16 * i as usize;
+            put32(&mut b, e, 0x100_0000 * (i + 1));
+            put32(&mut b, e + 4, 0x100_0000 * (i + 1) + 0x1000);
+        }
+        put32(&mut b, MB1_INFO + 20, 64);
+        put32(&mut b, MB1_INFO + 24, addr32(table));
+        let mem = at_base(b.clone());
+        let info = mb1_parse(&mem).unwrap();
+        assert_eq!(info.dropped, 64 - MAX_MODULES as u32);
+        let starts: Vec<u64> = info.modules().map(|m| m.start).collect();
+        let first: Vec<u64> = (1..=MAX_MODULES as u64).map(|i| 0x100_0000 * i).collect();
+        assert_eq!(starts, first);
+        assert_eq!(info.info.end, BASE + table as u64 + 64 * 16);
+
+        put32(&mut b, MB1_INFO + 20, 65);
+        assert_eq!(
+            mb1_parse(&at_base(b)).unwrap_err(),
+            Error::Module("more than 64 modules")
+        );
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_INFO + 20, u32::MAX)),
+            Error::Module("more than 64 modules")
+        );
+    }
+
+    #[test]
+    fn multiboot1_module_and_command_line_refusals() {
+        // Module ranges.
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_TABLE + 4, 0x1f_ffff)),
+            Error::Module("ends before it starts")
+        );
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_TABLE + 16, 0)),
+            Error::Module("starts at address 0")
+        );
+        // The table or a string outside memory.
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_INFO + 24, 0x10)),
+            Error::Unreadable {
+                what: "Multiboot1 module table",
+                addr: 0x10,
+                len: 48
+            }
+        );
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_INFO + 24, addr32(0x1f0))),
+            Error::Unreadable {
+                what: "Multiboot1 module table",
+                addr: BASE + 0x1f0,
+                len: 48
+            }
+        );
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_TABLE + 8, 0x10)),
+            Error::Unreadable {
+                what: "command line",
+                addr: 0x10,
+                len: 1
+            }
+        );
+        // A module string or the command line malformed.
+        assert_eq!(
+            mb1_refusal(|b| b[MB1_MOD1_STRING] = 0x07),
+            Error::Cmdline("not printable ASCII")
+        );
+        assert_eq!(
+            mb1_refusal(|b| b[MB1_CMDLINE + 2] = 0x80),
+            Error::Cmdline("not printable ASCII")
+        );
+        assert_eq!(
+            mb1_refusal(|b| put32(b, MB1_INFO + 16, 0x10)),
+            Error::Unreadable {
+                what: "command line",
+                addr: 0x10,
+                len: 1
+            }
+        );
+        // Running to the end of memory without a NUL.
+        assert_eq!(
+            mb1_refusal(|b| b[MB1_MOD2_STRING..].fill(b'x')),
+            Error::Cmdline("no terminating NUL within 1024 bytes")
+        );
+        assert_eq!(
+            mb1_refusal(|b| {
+                b.resize(0x1000, b'x');
+                b[MB1_CMDLINE..].fill(b'x');
+                b[MB1_INFO] &= !(MB1_FLAG_MODS as u8);
+            }),
+            Error::Cmdline("no terminating NUL within 1024 bytes")
+        );
+    }
+
+    /// With mods_count 0 (or mmap_length 0) the address means nothing: the
+    /// block should be read without looking there or widening `info`.
+    #[test]
+    fn multiboot1_empty_module_table_and_map_are_not_looked_at() {
+        let mut b = mb1_with_modules();
+        put32(&mut b, MB1_INFO + 20, 0);
+        put32(&mut b, MB1_INFO + 24, 0);
+        put32(&mut b, MB1_INFO + 44, 0);
+        put32(&mut b, MB1_INFO + 48, 0);
+        let mem = at_base(b);
+        let info = mb1_parse(&mem).unwrap();
+        assert_eq!(info.modules().count(), 0);
+        assert_eq!(info.info.start, BASE + MB1_INFO as u64);
+    }
+
+    #[test]
+    fn multiboot1_with_modules_corruptions_never_panic() {
+        let good = mb1_with_modules();
+        for at in MB1_INFO..MB1_INFO + MB1_INFO_LEN {
+            for v in [0u8, 1, 0x10, 0x7f, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                let _ = mb1_parse(&at_base(b));
+            }
+        }
+        for at in MB1_TABLE..MB1_TABLE + 48 {
+            for v in [0u8, 0x7f, 0xff] {
+                let mut b = good.clone();
+                b[at] = v;
+                let _ = mb1_parse(&at_base(b));
             }
         }
     }

@@ -39,6 +39,32 @@ pub struct Regs {
 }
 
 impl Regs {
+    /// Sets general-purpose register `n` (encoding order; 4 is RSP).
+    pub fn set_gpr(&mut self, n: u8, v: u64) {
+        let slot = match n {
+            0 => &mut self.rax,
+            1 => &mut self.rcx,
+            2 => &mut self.rdx,
+            3 => &mut self.rbx,
+            4 => {
+                let _ = vmwrite(field::GUEST_RSP, v);
+                return;
+            }
+            5 => &mut self.rbp,
+            6 => &mut self.rsi,
+            7 => &mut self.rdi,
+            8 => &mut self.r8,
+            9 => &mut self.r9,
+            10 => &mut self.r10,
+            11 => &mut self.r11,
+            12 => &mut self.r12,
+            13 => &mut self.r13,
+            14 => &mut self.r14,
+            _ => &mut self.r15,
+        };
+        *slot = v;
+    }
+
     /// General-purpose register `n` in the instruction encoding's order
     /// (4 is RSP, which lives in the VMCS).
     pub fn gpr(&self, n: u8) -> u64 {
@@ -120,7 +146,7 @@ impl SyscallMsrs {
             MSR_STAR => &mut self.star,
             MSR_LSTAR if canonical(v) => &mut self.lstar,
             MSR_CSTAR if canonical(v) => &mut self.cstar,
-            MSR_SFMASK => &mut self.sfmask,
+            MSR_SFMASK if v >> 32 == 0 => &mut self.sfmask,
             MSR_KERNEL_GS_BASE if canonical(v) => &mut self.kernel_gs_base,
             MSR_TSC_AUX if rdtscp && v >> 32 == 0 => &mut self.tsc_aux,
             _ => return false,
@@ -160,6 +186,8 @@ pub struct Vcpu {
     /// carry the VMX-fixed bits on top).
     pub cr0_shadow: u64,
     pub cr4_shadow: u64,
+    /// DR0-DR3 and DR6, which the VMCS does not switch (DR7 it does).
+    pub debug: [u64; 5],
 }
 
 /// Reads a VMCS field of the current VMCS; 0 when it cannot be read (a
@@ -168,11 +196,31 @@ pub fn vmread(f: u32) -> u64 {
     hw::vmread(f).unwrap_or(0)
 }
 
-/// Writes a VMCS field of the current VMCS.
+/// Writes a VMCS field of the current VMCS that cannot redirect the
+/// hypervisor's own memory accesses: guest state and the event-injection
+/// and execution controls. Host state, the EPT pointer, the VMCS link
+/// pointer and the bitmap and MSR-area addresses are refused (they are
+/// written once, by `Vcpu::setup`, through `setup_write`).
 pub fn vmwrite(f: u32, v: u64) -> Result<(), VmFail> {
-    // SAFETY: the callers write guest-state fields from values they
-    // checked, controls from the computed `Controls`, and host state
-    // from this CPU's own tables and the exit path below.
+    let host_state = (f >> 10) & 3 == 3;
+    let addresses = (0x2000..0x2030).contains(&f) || f == field::VMCS_LINK_POINTER;
+    if host_state || addresses {
+        return Err(VmFail::Invalid);
+    }
+    // SAFETY: the field is neither host state nor a pointer the CPU
+    // follows on the hypervisor's behalf (checked above): it changes what
+    // the guest sees or when it exits, never what the hypervisor runs on.
+    unsafe { hw::vmwrite(f, v) }
+}
+
+/// Writes any VMCS field: for `Vcpu::setup` only.
+///
+/// # Safety
+/// Host-state fields decide where the CPU jumps and which tables it uses on
+/// a VM exit; the EPT pointer and bitmap addresses what it reads. The
+/// value must be this CPU's own state or memory this vCPU owns.
+unsafe fn setup_write(f: u32, v: u64) -> Result<(), VmFail> {
+    // SAFETY: forwarded to the caller.
     unsafe { hw::vmwrite(f, v) }
 }
 
@@ -222,6 +270,7 @@ impl Vcpu {
             msrs: SyscallMsrs::default(),
             cr0_shadow: 0x10,
             cr4_shadow: 0,
+            debug: [0, 0, 0, 0, 0xffff_0ff0],
         };
         v.setup(ctl, cpu, start)?;
         Ok(v)
@@ -229,7 +278,10 @@ impl Vcpu {
 
     fn setup(&mut self, ctl: &Controls, cpu: &PerCpu, s: &Start) -> Result<(), VmFail> {
         use field::*;
-        let w = vmwrite;
+        // SAFETY: every value below is this CPU's own state (its control
+        // registers, descriptor tables and the exit entry point), this
+        // vCPU's EPT and bitmaps, or guest state of a real-mode start.
+        let w = |f, v| unsafe { setup_write(f, v) };
         // Controls.
         w(PIN_CONTROLS, u64::from(ctl.pin))?;
         w(PROC_CONTROLS, u64::from(ctl.proc))?;

@@ -265,6 +265,12 @@ pub fn run(percpu: &'static PerCpu, boot: &BootCopy) -> u8 {
             return EXIT_NO_VMX;
         }
     };
+    if !controls.preemption_timer {
+        log!(
+            "vmx: unusable: no VMX preemption timer, so a domain that never exits would keep the CPU from the others"
+        );
+        return EXIT_NO_VMX;
+    }
     if let Err(why) = vmx_on(&caps) {
         log!("vmx: {why}");
         return EXIT_NO_VMX;
@@ -418,12 +424,58 @@ fn build(
     ram.write(CMDLINE_GPA, &text)
         .map_err(|()| String::from("no room for the command line"))?;
 
-    let mut tables = Tables {
-        invept_kind: hv.controls.invept as u64,
-    };
-    let mut ept = Ept::new(&mut tables).map_err(|e| format!("EPT: {e}"))?;
-    ept.map(&mut tables, 0, ram.host(), ram.len(), Perm::RWX)
+    let mut tables = Tables::new(hv.controls.invept as u64, ram.len());
+    let mut ept = Ept::with_2mib_leaves(&mut tables, hv.controls.ept_2mib)
         .map_err(|e| format!("EPT: {e}"))?;
+    // From here on a failure frees the EPT and the ABI state again.
+    match finish_build(
+        id,
+        name,
+        mask,
+        entry,
+        &info,
+        &mut ept,
+        &mut tables,
+        &ram,
+        caps,
+        hv,
+        percpu,
+        xen,
+        ple,
+        msr_bitmap,
+        io_bitmaps,
+    ) {
+        Ok((vcpu, viridian)) => Ok(Dom::new(id, ram, ept, tables, vcpu, viridian)),
+        Err(why) => {
+            crate::domain::destroy_ept(ept, &mut tables);
+            let _ = xen_remove(xen, &[], id, hv);
+            Err(why)
+        }
+    }
+}
+
+/// The part of [`build`] after the EPT exists.
+#[allow(clippy::too_many_arguments)]
+fn finish_build(
+    id: u16,
+    name: &str,
+    mask: u64,
+    entry: u16,
+    info: &elf::LoadInfo,
+    ept: &mut Ept,
+    tables: &mut Tables,
+    ram: &Ram,
+    caps: &Caps,
+    hv: &Hv,
+    percpu: &PerCpu,
+    xen: &mut Xen,
+    ple: Option<(u32, u32)>,
+    msr_bitmap: u64,
+    io_bitmaps: (u64, u64),
+) -> Result<(Vcpu, Viridian), String> {
+    ept.map(tables, 0, ram.host(), ram.len(), Perm::RWX)
+        .map_err(|e| format!("EPT: {e}"))?;
+    let mib = ram.len() >> 20;
 
     xen.add_domain(DomainConfig {
         id,
@@ -470,7 +522,7 @@ fn build(
         info.high,
         if mask == 0 { " (off)" } else { "" }
     );
-    Ok(Dom::new(id, ram, ept, tables, vcpu, viridian))
+    Ok((vcpu, viridian))
 }
 
 /// Round robin until no domain is left.
@@ -509,13 +561,26 @@ fn schedule(doms: &mut [Option<Dom>], xen: &mut Xen, hv: &Hv) {
         }
         let started = hw::rdtsc();
         loop {
+            // The slice holds whatever the domain does: checked before every
+            // entry, and the timer gets only what is left of it.
+            let others = doms.iter().enumerate().any(|(k, d)| {
+                k != i
+                    && d.as_ref()
+                        .is_some_and(|d| d.state == State::Runnable || d.kicked.get())
+            });
+            let used = hw::rdtsc().wrapping_sub(started);
+            if others && used >= slice_ticks {
+                break;
+            }
+            let left = if others {
+                slice_ticks - used
+            } else {
+                slice_ticks
+            };
             exits::prepare_entry(doms, i, xen, hv);
             let Some(d2) = doms[i].as_mut() else { break };
             if let Some(shift) = hv.timer_shift {
-                let _ = vcpu::vmwrite(
-                    vmx::field::PREEMPTION_TIMER_VALUE,
-                    (slice_ticks >> shift).max(1),
-                );
+                let _ = vcpu::vmwrite(vmx::field::PREEMPTION_TIMER_VALUE, (left >> shift).max(1));
             }
             let outcome = match d2.vcpu.run() {
                 Ok(reason) => {
@@ -532,16 +597,7 @@ fn schedule(doms: &mut [Option<Dom>], xen: &mut Xen, hv: &Hv) {
                 }
             };
             match outcome {
-                Outcome::Continue => {
-                    let others = doms.iter().enumerate().any(|(k, d)| {
-                        k != i
-                            && d.as_ref()
-                                .is_some_and(|d| d.state == State::Runnable || d.kicked.get())
-                    });
-                    if others && hw::rdtsc().wrapping_sub(started) > slice_ticks {
-                        break;
-                    }
-                }
+                Outcome::Continue => {}
                 Outcome::Yield => break,
                 Outcome::Block => {
                     let ready = doms[i]
@@ -601,9 +657,11 @@ fn schedule(doms: &mut [Option<Dom>], xen: &mut Xen, hv: &Hv) {
 fn switch(doms: &mut [Option<Dom>], from: Option<usize>, to: usize, hv: &Hv) {
     if let Some(d) = from.and_then(|f| doms.get_mut(f)).and_then(Option::as_mut) {
         hw::fxsave(&mut d.vcpu.fx);
+        d.vcpu.debug = hw::read_debug();
     }
     if let Some(d) = doms.get_mut(to).and_then(Option::as_mut) {
         hw::fxrstor(&d.vcpu.fx);
+        hw::write_debug(&d.vcpu.debug);
         d.vcpu.msrs.load(hv.rdtscp);
         if d.vcpu.load().is_err() {
             log!("d{}: VMPTRLD failed", d.id);

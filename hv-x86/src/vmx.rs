@@ -1083,9 +1083,12 @@ impl Controls {
         self.cr0_fixed0 | !self.cr0_fixed1
     }
 
-    /// CR4 guest/host mask: the bits VMX fixes (VMXE among them).
+    /// CR4 guest/host mask: every bit. The guest reads CR4 from the read
+    /// shadow and every change exits, so a feature whose state the
+    /// hypervisor does not switch between domains (OSXSAVE, PKE, CET)
+    /// cannot be turned on behind its back.
     pub fn guest_cr4_mask(&self) -> u64 {
-        self.cr4_fixed0 | !self.cr4_fixed1
+        u64::MAX
     }
 
     /// CR0 bits a guest may set in its own view.
@@ -1093,9 +1096,16 @@ impl Controls {
         self.cr0_fixed1
     }
 
-    /// CR4 bits a guest may set in its own view: VMXE is the hypervisor's.
+    /// CR4 bits a guest may set in its own view: those this CPU allows
+    /// in VMX operation among the ones whose state is the guest's own or
+    /// switched by the VMCS (VME, PVI, TSD, DE, PSE, PAE, MCE, PGE, PCE,
+    /// OSFXSR, OSXMMEXCPT, UMIP, LA57, FSGSBASE, PCIDE, SMEP, SMAP). VMXE
+    /// is the hypervisor's; OSXSAVE, PKE, CET and PKS would expose state
+    /// nobody switches.
     pub fn guest_cr4_allowed(&self) -> u64 {
-        self.cr4_fixed1 & !CR4_VMXE
+        const GUEST_OWNED: u64 =
+            0x7ff | (1 << 11) | (1 << 12) | (1 << 16) | (1 << 17) | (1 << 20) | (1 << 21);
+        self.cr4_fixed1 & GUEST_OWNED & !CR4_VMXE
     }
 }
 
@@ -1155,11 +1165,12 @@ fn pick(
 ///
 /// Required: EPT with a 4-level walk, write-back tables and INVEPT;
 /// unrestricted guest (guests start in real mode); external-interrupt and
-/// NMI exiting; HLT and I/O exiting; MSR bitmaps; EFER, PAT and debug
-/// registers switched on every entry and exit; a 64-bit host.
-/// Used when offered: VPID (with INVVPID), RDTSCP, INVPCID and
-/// XSAVES/XRSTORS (so guests using them do not take #UD), acknowledge
-/// interrupt on exit, and what `want` asks for.
+/// NMI exiting; HLT, MWAIT, MONITOR, CR8 load/store and I/O exiting; MSR
+/// bitmaps; EFER, PAT and debug registers switched on every entry and
+/// exit; a 64-bit host. Used when offered: VPID (with INVVPID), RDTSCP and
+/// INVPCID (so guests using them do not take #UD), WBINVD exiting,
+/// acknowledge interrupt on exit, and what `want` asks for. XSAVES is not
+/// asked for: XSAVE state is not switched, so it stays hidden.
 pub fn compute(caps: &Caps, want: &Wanted) -> Result<Controls, Refusal> {
     let ept = &caps.ept_vpid;
     if caps.proc.1 & proc::ACTIVATE_SECONDARY == 0 || caps.proc2.1 & proc2::ENABLE_EPT == 0 {
@@ -1211,14 +1222,20 @@ pub fn compute(caps: &Caps, want: &Wanted) -> Result<Controls, Refusal> {
     let proc = pick(
         &PRIMARY,
         caps.proc,
+        // MWAIT/MONITOR: a native MWAIT could sleep the CPU with nothing
+        // to wake it. CR8: the real TPR is the host's, shared by domains.
         proc::HLT_EXITING
+            | proc::MWAIT_EXITING
+            | proc::MONITOR_EXITING
+            | proc::CR8_LOAD_EXITING
+            | proc::CR8_STORE_EXITING
             | proc::UNCONDITIONAL_IO_EXITING
             | proc::USE_MSR_BITMAPS
             | proc::ACTIVATE_SECONDARY,
         0,
         0,
     )?;
-    let mut optional2 = proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID | proc2::ENABLE_XSAVES;
+    let mut optional2 = proc2::ENABLE_RDTSCP | proc2::ENABLE_INVPCID | proc2::WBINVD_EXITING;
     if invvpid.is_some() {
         optional2 |= proc2::ENABLE_VPID;
     }
@@ -1988,11 +2005,13 @@ mod tests {
     fn haswell_controls_with_true_controls() {
         let c = Cpu::haswell().controls(Wanted::default()).unwrap();
         assert_eq!(c.pin, 0x1F);
-        // HLT, unconditional I/O, MSR bitmaps, secondary and the reserved
-        // default-1 bits; CR3 load/store exiting cleared.
-        assert_eq!(c.proc, 0x9500_61F2);
-        // EPT, RDTSCP, VPID, unrestricted guest, INVPCID; no XSAVES here.
-        assert_eq!(c.proc2, 0x10AA);
+        // HLT (7), MWAIT (10), CR8 load/store (19, 20), unconditional I/O
+        // (24), MSR bitmaps (28), MONITOR (29), secondary (31) and the
+        // default-1 bits allowed-0 keeps (1, 4-6, 8, 13, 14, 26); CR3
+        // load/store exiting (15, 16) cleared.
+        assert_eq!(c.proc, 0xB518_65F2);
+        // EPT, RDTSCP, VPID, WBINVD exiting, unrestricted guest, INVPCID.
+        assert_eq!(c.proc2, 0x10EA);
         assert_eq!(c.exit, 0x003F_EFFF);
         assert_eq!(c.entry, 0xD1FF);
         assert!(c.vpid);
@@ -2011,7 +2030,8 @@ mod tests {
         let c = Cpu::without_true_controls()
             .controls(Wanted::default())
             .unwrap();
-        assert_eq!(c.proc, 0x9501_E1F2);
+        // The true-controls word plus CR3 load/store exiting (15, 16).
+        assert_eq!(c.proc, 0xB519_E5F2);
         assert_ne!(c.proc & proc::CR3_LOAD_EXITING, 0);
         assert_ne!(c.proc & proc::CR3_STORE_EXITING, 0);
         assert_eq!(c.exit, 0x003F_EFFF);
@@ -2026,7 +2046,7 @@ mod tests {
         };
         let c = Cpu::haswell().controls(want).unwrap();
         assert_eq!(c.pin, 0x5F);
-        assert_eq!(c.proc2, 0x14AA);
+        assert_eq!(c.proc2, 0x14EA);
         assert_eq!(c.exit, 0x007F_EFFF);
         assert!(c.ple && c.preemption_timer);
     }
@@ -2044,7 +2064,8 @@ mod tests {
             proc2::PAUSE_LOOP_EXITING
                 | proc2::ENABLE_RDTSCP
                 | proc2::ENABLE_INVPCID
-                | proc2::ENABLE_VPID,
+                | proc2::ENABLE_VPID
+                | proc2::WBINVD_EXITING,
         );
         cpu.disallow(
             msr::IA32_VMX_TRUE_EXIT_CTLS,
@@ -2058,11 +2079,13 @@ mod tests {
         assert!(!c.ple && !c.preemption_timer && !c.vpid);
         assert_eq!(c.invvpid, None);
 
-        // XSAVES is taken once offered.
+        // XSAVES/XRSTORS is not asked for even when offered: guests get no
+        // XSAVE state (OSXSAVE is never theirs).
         let mut cpu = Cpu::haswell();
         cpu.set(msr::IA32_VMX_PROCBASED_CTLS2, PROC2 | 1 << 52);
         let c = cpu.controls(Wanted::default()).unwrap();
-        assert_eq!(c.proc2, 0x0010_10AA);
+        assert_eq!(c.proc2, 0x10EA);
+        assert_eq!(c.proc2 & proc2::ENABLE_XSAVES, 0);
     }
 
     #[test]
@@ -2158,7 +2181,35 @@ mod tests {
 
     #[test]
     fn every_required_control_is_refused_by_name_when_missing() {
-        let cases: [(u32, u32, &str, u32, &str); 13] = [
+        let cases: [(u32, u32, &str, u32, &str); 17] = [
+            (
+                0x48E,
+                proc::MWAIT_EXITING,
+                "primary processor-based VM-execution",
+                10,
+                "MWAIT exiting",
+            ),
+            (
+                0x48E,
+                proc::MONITOR_EXITING,
+                "primary processor-based VM-execution",
+                29,
+                "MONITOR exiting",
+            ),
+            (
+                0x48E,
+                proc::CR8_LOAD_EXITING,
+                "primary processor-based VM-execution",
+                19,
+                "CR8-load exiting",
+            ),
+            (
+                0x48E,
+                proc::CR8_STORE_EXITING,
+                "primary processor-based VM-execution",
+                20,
+                "CR8-store exiting",
+            ),
             (
                 0x48D,
                 pin::EXTERNAL_INTERRUPT_EXITING,
@@ -2235,6 +2286,130 @@ mod tests {
     }
 
     #[test]
+    fn mwait_monitor_and_cr8_exiting_are_required() {
+        const PRIMARY_WORD: &str = "primary processor-based VM-execution";
+        let required = [
+            (proc::MWAIT_EXITING, 10, "MWAIT exiting"),
+            (proc::MONITOR_EXITING, 29, "MONITOR exiting"),
+            (proc::CR8_LOAD_EXITING, 19, "CR8-load exiting"),
+            (proc::CR8_STORE_EXITING, 20, "CR8-store exiting"),
+        ];
+        // Offered: all four are on, with and without true controls.
+        for cpu in [Cpu::haswell(), Cpu::without_true_controls()] {
+            let c = cpu.controls(Wanted::default()).unwrap();
+            for (control, _, name) in required {
+                assert_ne!(c.proc & control, 0, "{name}");
+            }
+        }
+        // Missing from allowed-1 (allowed-0 leaves these bits clear on
+        // this part): refused, by name, whichever MSR the CPU reports.
+        for (index, cpu) in [
+            (
+                msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+                Cpu::haswell as fn() -> Cpu,
+            ),
+            (msr::IA32_VMX_PROCBASED_CTLS, Cpu::without_true_controls),
+        ] {
+            for (control, bit, name) in required {
+                let mut cpu = cpu();
+                cpu.disallow(index, control);
+                let refusal = cpu.controls(Wanted::default()).unwrap_err();
+                assert_eq!(
+                    refusal,
+                    Refusal::ControlUnavailable {
+                        word: PRIMARY_WORD,
+                        bit,
+                        name
+                    }
+                );
+                assert!(refusal.to_string().contains(name), "{refusal}");
+            }
+        }
+        // Neither CR8 exit allowed: the lower bit is named.
+        let mut cpu = Cpu::haswell();
+        cpu.disallow(
+            msr::IA32_VMX_TRUE_PROCBASED_CTLS,
+            proc::CR8_LOAD_EXITING | proc::CR8_STORE_EXITING,
+        );
+        assert_eq!(
+            cpu.controls(Wanted::default()),
+            Err(Refusal::ControlUnavailable {
+                word: PRIMARY_WORD,
+                bit: 19,
+                name: "CR8-load exiting"
+            })
+        );
+    }
+
+    #[test]
+    fn wbinvd_exiting_is_used_when_allowed_and_dropped_when_not() {
+        let c = Cpu::haswell().controls(Wanted::default()).unwrap();
+        assert_ne!(c.proc2 & proc2::WBINVD_EXITING, 0);
+        assert_eq!(c.proc2, 0x10EA);
+
+        // Not allowed: no refusal, only the bit goes.
+        let mut cpu = Cpu::haswell();
+        cpu.disallow(msr::IA32_VMX_PROCBASED_CTLS2, proc2::WBINVD_EXITING);
+        let c = cpu.controls(Wanted::default()).unwrap();
+        assert_eq!(c.proc2 & proc2::WBINVD_EXITING, 0);
+        assert_eq!(c.proc2, 0x10AA);
+
+        // Without true controls the secondary word is the same.
+        let c = Cpu::without_true_controls()
+            .controls(Wanted::default())
+            .unwrap();
+        assert_eq!(c.proc2, 0x10EA);
+    }
+
+    #[test]
+    fn guest_cr4_allowed_keeps_only_the_bits_a_guest_may_own() {
+        const PSE: u64 = 1 << 4;
+        const PAE: u64 = 1 << 5;
+        const PGE: u64 = 1 << 7;
+        const OSFXSR: u64 = 1 << 9;
+        const SMXE: u64 = 1 << 14;
+        const OSXSAVE: u64 = 1 << 18;
+        const PKE: u64 = 1 << 22;
+        const CET: u64 = 1 << 23;
+        const PKS: u64 = 1 << 24;
+        // VME..OSXMMEXCPT (0-10), UMIP (11), LA57 (12), FSGSBASE (16),
+        // PCIDE (17), SMEP (20), SMAP (21).
+        const GUEST_OWNED: u64 = 0x0033_1FFF;
+        let allowed_with = |fixed1: u64| {
+            let mut cpu = Cpu::haswell();
+            cpu.set(msr::IA32_VMX_CR4_FIXED1, fixed1);
+            let c = cpu.controls(Wanted::default()).unwrap();
+            assert_eq!(c.guest_cr4_mask(), u64::MAX);
+            c.guest_cr4_allowed()
+        };
+        // Every defined bit up to PKS allowed in VMX operation, and a
+        // fixed-1 of all ones (an outer hypervisor may report it).
+        for fixed1 in [0x01F7_7FFF, u64::MAX] {
+            let allowed = allowed_with(fixed1);
+            for (bit, name) in [
+                (CR4_VMXE, "VMXE"),
+                (SMXE, "SMXE"),
+                (OSXSAVE, "OSXSAVE"),
+                (PKE, "PKE"),
+                (CET, "CET"),
+                (PKS, "PKS"),
+            ] {
+                assert_eq!(allowed & bit, 0, "{name} with fixed-1 {fixed1:#x}");
+            }
+            for (bit, name) in [(PSE, "PSE"), (PAE, "PAE"), (PGE, "PGE"), (OSFXSR, "OSFXSR")] {
+                assert_ne!(allowed & bit, 0, "{name} with fixed-1 {fixed1:#x}");
+            }
+            assert_eq!(allowed, GUEST_OWNED, "fixed-1 {fixed1:#x}");
+        }
+        // A bit the CPU does not allow in VMX operation is not the guest's
+        // either, however owned.
+        let allowed = allowed_with(0x01F7_7FFF & !(PAE | PGE));
+        assert_eq!(allowed, GUEST_OWNED & !(PAE | PGE));
+        // Only what fixed-0 demands: VMXE, which the guest never owns.
+        assert_eq!(allowed_with(CR4_VMXE), 0);
+    }
+
+    #[test]
     fn long_mode_or_smm_entry_forced_by_the_cpu_is_refused() {
         for (bit, name) in [
             (9, "IA-32e mode guest"),
@@ -2264,13 +2439,15 @@ mod tests {
         assert_eq!(c.guest_cr4(0), CR4_VMXE);
         // SMAP is not in this part's CR4_FIXED1.
         assert_eq!(c.guest_cr4(1 << 21 | 1 << 5), CR4_VMXE | 1 << 5);
-        // Masks: NE, VMXE and everything fixed-1 forbids; PE and PG are the
-        // guest's own.
+        // CR0 mask: NE and everything fixed-1 forbids; PE and PG are the
+        // guest's own. CR4 mask: every bit, so every change exits.
         assert_eq!(c.guest_cr0_mask(), 0xFFFF_FFFF_0000_0020);
-        assert_eq!(c.guest_cr4_mask(), !0x0017_67FF | CR4_VMXE);
+        assert_eq!(c.guest_cr4_mask(), u64::MAX);
         assert_eq!(c.guest_cr0_mask() & (CR0_PE | CR0_PG), 0);
         assert_eq!(c.guest_cr0_allowed(), 0xFFFF_FFFF);
-        assert_eq!(c.guest_cr4_allowed(), 0x0017_47FF);
+        // This part's fixed-1 (bits 0-10, 13, 14, 16-18, 20) less VMXE (13),
+        // SMXE (14) and OSXSAVE (18): VME..OSXMMEXCPT, FSGSBASE, PCIDE, SMEP.
+        assert_eq!(c.guest_cr4_allowed(), 0x0013_07FF);
     }
 
     #[test]

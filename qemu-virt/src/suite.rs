@@ -318,6 +318,10 @@ pub fn run_all() -> bool {
         "fuzz tmem operation sequences of three domains (30 s)".into(),
         &mut fuzz_tmem,
     );
+    step(
+        "fuzz the x86 boot parsers (Multiboot, ACPI) (30 s)".into(),
+        &mut fuzz_x86_boot,
+    );
 
     for s in steps.iter().filter(|s| s.outcome == Outcome::Failed) {
         println!("\n=== why \"{}\" failed: {}", s.name, s.why);
@@ -422,6 +426,19 @@ fn fuzz_tmem() -> Result<(), String> {
     let corpus = crate::host::cache_dir().join("fuzz-corpus-tmem");
     std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
     run_fuzzer("common/fuzz", "tmem", &corpus, 30)
+}
+
+/// `hv-x86/fuzz`'s two targets, 15 s each: the ACPI tables (RSDP search,
+/// RSDT/XSDT, MADT, DMAR) over hostile firmware memory, and the Multiboot1
+/// and Multiboot2 information blocks.
+fn fuzz_x86_boot() -> Result<(), String> {
+    fuzz_ready()?;
+    for target in ["acpi", "multiboot"] {
+        let corpus = crate::host::cache_dir().join(format!("fuzz-corpus-x86-{target}"));
+        std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
+        run_fuzzer("hv-x86/fuzz", target, &corpus, 15)?;
+    }
+    Ok(())
 }
 
 fn fuzz_platform_dt() -> Result<(), String> {

@@ -84,6 +84,7 @@ fn hv_x86_runs_real_mode_guests_with_viridian_under_bochs() {
             "xen-version",
             "evtchn-self",
             "grant-copy",
+            "hostile",
             "ept-fault",
         ] {
             assert!(

@@ -653,3 +653,251 @@ fn other_set_once_params_keep_their_rule() {
     assert_eq!(set_param(&mut xen, &env, D3, D1, HVM_PARAM_STORE_PFN, 7), 0);
     assert_eq!(set_param(&mut xen, &env, D3, D1, HVM_PARAM_STORE_PFN, 8), 0);
 }
+
+// ---- x86_64 shared_info layout (Xen::with_layout) ----
+
+/// `Xen` with x86_64's shared_info layout and `env`'s domains, configured
+/// as [`TestEnv::xen`] configures them.
+fn x86_xen(env: &TestEnv) -> Xen {
+    let mut xen = Xen::with_layout(Layout::X86_64);
+    for (&id, frames) in &env.ram {
+        xen.add_domain(DomainConfig {
+            id,
+            name: alloc::format!("d{}", id),
+            nr_vcpus: 2,
+            caps: 0,
+            ram_base_gfn: RAM_BASE_GFN,
+            ram_pages: frames.len() as u64,
+            max_grant_frames: 4,
+            max_evtchn_ports: DEFAULT_EVTCHN_PORTS,
+            tmem: Default::default(),
+        })
+        .unwrap();
+    }
+    xen
+}
+
+/// An event-channel operation with `arg` in D1's first RAM frame: the
+/// return value and the argument as the call left it.
+fn evtchn_op(xen: &mut Xen, env: &TestEnv, cmd: u64, arg: &[u8]) -> (i64, Vec<u8>) {
+    let a = TestEnv::addr(0, 0);
+    env.poke(a, arg);
+    let ret = call(xen, env, D1, HC_EVENT_CHANNEL_OP, [cmd, a, 0, 0, 0]).ret;
+    (ret, env.peek(a, arg.len()))
+}
+
+/// A loopback channel in D1: (the port events arrive at, the port sent on).
+fn loopback(xen: &mut Xen, env: &TestEnv) -> (u32, u32) {
+    let mut alloc = [0u8; 8];
+    put_u16(&mut alloc, 0, DOMID_SELF);
+    put_u16(&mut alloc, 2, DOMID_SELF);
+    let (ret, out) = evtchn_op(xen, env, EVTCHNOP_ALLOC_UNBOUND, &alloc);
+    assert_eq!(ret, 0);
+    let own = get_u32(&out, 4);
+    let mut bind = [0u8; 12];
+    put_u16(&mut bind, 0, DOMID_SELF);
+    put_u32(&mut bind, 4, own);
+    let (ret, out) = evtchn_op(xen, env, EVTCHNOP_BIND_INTERDOMAIN, &bind);
+    assert_eq!(ret, 0);
+    (own, get_u32(&out, 8))
+}
+
+/// Whether `port`'s bit is set in the bitmap at `base` of D1's shared_info.
+fn bitmap_bit(xen: &Xen, base: usize, port: u32) -> bool {
+    xen.domain(D1)
+        .unwrap()
+        .shared_info
+        .load64(base + (port / 64) as usize * 8)
+        & 1 << (port % 64)
+        != 0
+}
+
+fn set_bitmap_bit(xen: &Xen, base: usize, port: u32, on: bool) {
+    let si = &xen.domain(D1).unwrap().shared_info;
+    let (word, bit) = (base + (port / 64) as usize * 8, 1u64 << (port % 64));
+    if on {
+        si.fetch_or64(word, bit);
+    } else {
+        si.fetch_and64(word, !bit);
+    }
+}
+
+/// What a guest does after an upcall on `vcpu`, and forgetting the
+/// upcalls seen so far.
+fn acknowledge(xen: &Xen, env: &TestEnv, vcpu: u32) {
+    xen.domain(D1).unwrap().with_vcpu_info(env, vcpu, |p, o| {
+        p.store8(o + VCPU_INFO_UPCALL_PENDING, 0);
+        p.store64(o + VCPU_INFO_PENDING_SEL, 0);
+    });
+    env.upcalls.borrow_mut().clear();
+}
+
+fn selector(xen: &Xen, env: &TestEnv, vcpu: u32) -> u64 {
+    xen.domain(D1)
+        .unwrap()
+        .with_vcpu_info(env, vcpu, |p, o| p.load64(o + VCPU_INFO_PENDING_SEL))
+        .unwrap()
+}
+
+fn send_on(xen: &mut Xen, env: &TestEnv, port: u32) -> i64 {
+    evtchn_op(xen, env, EVTCHNOP_SEND, &port.to_le_bytes()).0
+}
+
+#[test]
+fn x86_layout_offsets() {
+    assert_eq!(Layout::X86_64.evtchn_pending(), 2048);
+    assert_eq!(Layout::X86_64.evtchn_mask(), 2560);
+    assert_eq!(Layout::ARM64.evtchn_pending(), 48);
+    assert_eq!(Layout::ARM64.evtchn_mask(), 560);
+    assert_eq!(Layout::ARM64.evtchn_pending(), SHINFO_EVTCHN_PENDING);
+    assert_eq!(Layout::ARM64.evtchn_mask(), SHINFO_EVTCHN_MASK);
+    assert_eq!(Xen::new().layout, Layout::ARM64);
+}
+
+#[test]
+fn x86_loopback_event_sets_pending_at_2048() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = x86_xen(&env);
+    assert_eq!(xen.domain(D1).unwrap().layout, Layout::X86_64);
+    let (own, sender) = loopback(&mut xen, &env);
+    // Binding marked the new end pending, in the x86 bitmap.
+    assert!(bitmap_bit(&xen, 2048, sender));
+    set_bitmap_bit(&xen, 2048, sender, false);
+    acknowledge(&xen, &env, 0);
+
+    assert_eq!(send_on(&mut xen, &env, sender), 0);
+    assert!(bitmap_bit(&xen, 2048, own));
+    // Nothing at arm's offset, which on x86 is inside vcpu 0's vcpu_info.
+    assert!(!bitmap_bit(&xen, 48, own));
+    assert_eq!(selector(&xen, &env, 0), 1 << (own / 64));
+    let si = &xen.domain(D1).unwrap().shared_info;
+    assert_eq!(si.load8(VCPU_INFO_UPCALL_PENDING), 1);
+    assert!(xen.domain(D1).unwrap().upcall_pending(&env, 0));
+    assert_eq!(*env.upcalls.borrow(), [(D1, 0)]);
+}
+
+#[test]
+fn x86_mask_at_2560_is_honoured() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = x86_xen(&env);
+    let (own, sender) = loopback(&mut xen, &env);
+    set_bitmap_bit(&xen, 2048, sender, false);
+    acknowledge(&xen, &env, 0);
+
+    // Masked at 2560: pending, but no selector bit and no upcall.
+    set_bitmap_bit(&xen, 2560, own, true);
+    assert_eq!(send_on(&mut xen, &env, sender), 0);
+    assert!(bitmap_bit(&xen, 2048, own));
+    assert_eq!(selector(&xen, &env, 0), 0);
+    assert!(env.upcalls.borrow().is_empty());
+    assert!(!xen.domain(D1).unwrap().upcall_pending(&env, 0));
+    // Unmasking delivers it.
+    let (ret, _) = evtchn_op(&mut xen, &env, EVTCHNOP_UNMASK, &own.to_le_bytes());
+    assert_eq!(ret, 0);
+    assert!(!bitmap_bit(&xen, 2560, own));
+    assert_eq!(selector(&xen, &env, 0), 1 << (own / 64));
+    assert_eq!(*env.upcalls.borrow(), [(D1, 0)]);
+
+    // A bit at arm's mask offset (560) masks nothing on x86.
+    set_bitmap_bit(&xen, 2048, own, false);
+    acknowledge(&xen, &env, 0);
+    set_bitmap_bit(&xen, SHINFO_EVTCHN_MASK, own, true);
+    assert_eq!(send_on(&mut xen, &env, sender), 0);
+    assert_eq!(selector(&xen, &env, 0), 1 << (own / 64));
+    assert_eq!(*env.upcalls.borrow(), [(D1, 0)]);
+}
+
+#[test]
+fn x86_vcpu1_info_is_at_offset_64_of_shared_info() {
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = x86_xen(&env);
+    let d = xen.domain(D1).unwrap();
+    let si = d.shared_info.frame();
+    for (vcpu, off) in [(0, 0), (1, 64)] {
+        assert_eq!(
+            d.with_vcpu_info(&env, vcpu, |p, o| (p.frame(), o)),
+            Some((si, off)),
+            "vcpu {vcpu}"
+        );
+    }
+    // On arm only vcpu 0 has a slot in shared_info.
+    let arm = env.xen();
+    assert_eq!(
+        arm.domain(D1).unwrap().with_vcpu_info(&env, 1, |_, o| o),
+        None
+    );
+
+    // An event for vcpu 1 lands in its slot, not in vcpu 0's.
+    let (own, sender) = loopback(&mut xen, &env);
+    set_bitmap_bit(&xen, 2048, sender, false);
+    acknowledge(&xen, &env, 0);
+    let mut to_vcpu1 = [0u8; 8];
+    put_u32(&mut to_vcpu1, 0, own);
+    put_u32(&mut to_vcpu1, 4, 1);
+    assert_eq!(
+        evtchn_op(&mut xen, &env, EVTCHNOP_BIND_VCPU, &to_vcpu1).0,
+        0
+    );
+    assert_eq!(send_on(&mut xen, &env, sender), 0);
+    let si = &xen.domain(D1).unwrap().shared_info;
+    assert_eq!(si.load8(64 + VCPU_INFO_UPCALL_PENDING), 1);
+    assert_eq!(si.load64(64 + VCPU_INFO_PENDING_SEL), 1 << (own / 64));
+    assert_eq!(si.load8(VCPU_INFO_UPCALL_PENDING), 0);
+    assert_eq!(si.load64(VCPU_INFO_PENDING_SEL), 0);
+    assert_eq!(*env.upcalls.borrow(), [(D1, 1)]);
+}
+
+/// VCPUOP_register_vcpu_info for vcpu 0 at `offset` of RAM frame 5.
+fn register_vcpu_info(xen: &mut Xen, env: &TestEnv, offset: u32) -> i64 {
+    let a = TestEnv::addr(0, 0);
+    let mut r = [0u8; REGISTER_VCPU_INFO_SIZE];
+    put_u64(&mut r, 0, RAM_BASE_GFN + 5);
+    put_u32(&mut r, 8, offset);
+    env.poke(a, &r);
+    call(
+        xen,
+        env,
+        D1,
+        HC_VCPU_OP,
+        [VCPUOP_REGISTER_VCPU_INFO, 0, a, 0, 0],
+    )
+    .ret
+}
+
+#[test]
+fn register_vcpu_info_keeps_the_whole_vcpu_info_in_the_page() {
+    // x86: 64 bytes, so the last offset is 4096 - 64; arm64's 4048 is out.
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = x86_xen(&env);
+    for off in [4096 - 64 + 8, 4096 - 48, 4096 - 8, 4096] {
+        assert_eq!(
+            register_vcpu_info(&mut xen, &env, off),
+            EINVAL_RET,
+            "x86 {off}"
+        );
+    }
+    // What vcpu 0's slot held (up to its time info's last word) moves with it.
+    let si = &xen.domain(D1).unwrap().shared_info;
+    si.store64(56, 0x1122_3344_5566_7788);
+    assert_eq!(register_vcpu_info(&mut xen, &env, 4096 - 64), 0);
+    let d = xen.domain(D1).unwrap();
+    let frame = env.ram_page(D1, RAM_BASE_GFN + 5).unwrap().frame();
+    assert_eq!(
+        d.with_vcpu_info(&env, 0, |p, o| (p.frame(), o)),
+        Some((frame, 4096 - 64))
+    );
+    let page = env.ram_page(D1, RAM_BASE_GFN + 5).unwrap();
+    assert_eq!(page.load64(4096 - 8), 0x1122_3344_5566_7788);
+
+    // arm64: 48 bytes, so the last offset is 4096 - 48.
+    let env = TestEnv::new(&[D1], 16);
+    let mut xen = env.xen();
+    for off in [4096 - 48 + 8, 4096 - 8, 4096] {
+        assert_eq!(
+            register_vcpu_info(&mut xen, &env, off),
+            EINVAL_RET,
+            "arm {off}"
+        );
+    }
+    assert_eq!(register_vcpu_info(&mut xen, &env, 4096 - 48), 0);
+}

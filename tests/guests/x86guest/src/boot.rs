@@ -490,6 +490,78 @@ pub unsafe fn wrmsr(msr: u32, value: u64) -> Result<(), Fault> {
     })
 }
 
+/// MOV to CR4, or the exception it raised.
+///
+/// # Safety
+/// `value` must keep paging as it is (PAE, and PSE/PGE only as the page
+/// tables allow); bits the hypervisor refuses fault and change nothing.
+pub unsafe fn write_cr4(value: u64) -> Result<(), Fault> {
+    guarded(|| {
+        let at: u64;
+        // SAFETY: the caller vouches for the value; a fault resumes at
+        // label 2 with CR4 unchanged.
+        unsafe {
+            asm!(
+                "lea {at}, [rip + 3f]",
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [rip + {recovery}], {tmp}",
+                "3: mov cr4, {value}",
+                "2: mov qword ptr [rip + {recovery}], 0",
+                at = out(reg) at, tmp = out(reg) _, recovery = sym RECOVERY_RIP,
+                value = in(reg) value,
+                options(nostack),
+            )
+        };
+        at
+    })
+}
+
+/// MOV to CR8 (the task priority), or the exception it raised.
+pub fn write_cr8(value: u64) -> Result<(), Fault> {
+    guarded(|| {
+        let at: u64;
+        // SAFETY: the TPR only decides which interrupts the guest takes;
+        // this guest only takes its upcall, checked with CR8 back at 0. A
+        // fault resumes at label 2 with CR8 unchanged.
+        unsafe {
+            asm!(
+                "lea {at}, [rip + 3f]",
+                "lea {tmp}, [rip + 2f]",
+                "mov qword ptr [rip + {recovery}], {tmp}",
+                "3: mov cr8, {value}",
+                "2: mov qword ptr [rip + {recovery}], 0",
+                at = out(reg) at, tmp = out(reg) _, recovery = sym RECOVERY_RIP,
+                value = in(reg) value,
+                options(nostack),
+            )
+        };
+        at
+    })
+}
+
+/// CR8.
+pub fn read_cr8() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR8 has no side effect.
+    unsafe { asm!("mov {}, cr8", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// MONITOR on `addr` then MWAIT: under hv-x86 both exit and are no-ops.
+pub fn monitor_mwait(addr: u64) {
+    // SAFETY: MONITOR arms a watch on a readable address (a static of the
+    // caller's); MWAIT waits for a write there or an event. Neither
+    // changes memory.
+    unsafe {
+        asm!(
+            "monitor",
+            "mwait",
+            in("rax") addr, in("ecx") 0u32, in("edx") 0u32,
+            options(nostack),
+        )
+    };
+}
+
 /// A 64-bit load from `addr`, or the exception it raised.
 ///
 /// # Safety

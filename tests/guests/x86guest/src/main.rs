@@ -136,6 +136,7 @@ extern "C" fn guest_main(entry_eax: u32, entry_ebx: u32, entry_cr0: u32, entry_e
             }
         }
     }
+    check("hostile", hostile());
     check("ept-fault", ept_fault());
     check("io-unknown", io_unknown());
     finish();
@@ -960,6 +961,56 @@ fn grant_copy(xen: Xen, domid: Option<u16>) -> Result<(), Msg> {
 }
 
 // ------------------------------------------------------------- hostile acts
+
+/// Things a guest may try that must neither reach the hardware nor hurt
+/// another domain: each must fault (#GP) or be emulated, and the guest
+/// must run on.
+fn hostile() -> Result<(), Msg> {
+    let mut f = Findings::new();
+    // CR4 bits whose state nobody switches: OSXSAVE (18), PKE (22), and
+    // VMXE (13, no nested VMX).
+    let cr4 = boot::read_cr4();
+    for bit in [13u32, 18, 22] {
+        // SAFETY: every one of these must be refused, so CR4 stays as it is.
+        let r = unsafe { boot::write_cr4(cr4 | (1 << bit)) };
+        f.require(
+            r.as_ref().is_err_and(|e| e.is(VECTOR_GP, 0)),
+            format_args!("mov cr4 with bit {bit}: {r:?}, want #GP(0)"),
+        );
+    }
+    f.require(boot::read_cr4() == cr4, format_args!("CR4 changed"));
+    // The task priority is this domain's own (its vLAPIC), not the CPU's.
+    let r = boot::write_cr8(5);
+    let back = boot::read_cr8();
+    let reset = boot::write_cr8(0);
+    f.require(
+        r.is_ok() && back == 5 && reset.is_ok() && boot::read_cr8() == 0,
+        format_args!("cr8: write {r:?}, read back {back}, reset {reset:?}"),
+    );
+    let r = boot::write_cr8(16);
+    f.require(
+        r.as_ref().is_err_and(|e| e.is(VECTOR_GP, 0)),
+        format_args!("mov cr8 of 16: {r:?}, want #GP(0)"),
+    );
+    // Reserved bits of SFMASK and of EFER.
+    // SAFETY: both writes must be refused (no state changes).
+    let r = unsafe { boot::wrmsr(0xc000_0084, 1 << 40) };
+    f.require(
+        r.as_ref().is_err_and(|e| e.is(VECTOR_GP, 0)),
+        format_args!("SFMASK with bit 40: {r:?}, want #GP(0)"),
+    );
+    let efer = boot::rdmsr(0xc000_0080).unwrap_or(0);
+    // SAFETY: as above; bit 15 of EFER is reserved.
+    let r = unsafe { boot::wrmsr(0xc000_0080, efer | (1 << 15)) };
+    f.require(
+        r.as_ref().is_err_and(|e| e.is(VECTOR_GP, 0)),
+        format_args!("EFER with bit 15: {r:?}, want #GP(0)"),
+    );
+    // MONITOR/MWAIT must not put the CPU to sleep.
+    static WATCHED: AtomicU32 = AtomicU32::new(0);
+    boot::monitor_mwait(core::ptr::from_ref(&WATCHED) as u64);
+    f.done()
+}
 
 /// A read of guest-physical memory nothing backs comes back as #GP(0) on
 /// the load.
