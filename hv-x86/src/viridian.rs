@@ -102,9 +102,11 @@ pub enum GroupError<'a> {
 impl fmt::Display for GroupError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GroupError::Unknown(n) => write!(f, "unknown viridian group '{n}'"),
+            // Items are quoted with escapes: an error stays one log line
+            // whatever the list held.
+            GroupError::Unknown(n) => write!(f, "unknown viridian group {n:?}"),
             GroupError::NegatedSpecial(n) => {
-                write!(f, "'{n}': a special value cannot be disabled")
+                write!(f, "{n:?}: a special value cannot be disabled")
             }
             GroupError::BothEnabledAndDisabled(g) => {
                 write!(f, "viridian group '{}' both enabled and disabled", g.name())
@@ -114,7 +116,7 @@ impl fmt::Display for GroupError<'_> {
             }
             GroupError::EmptyName => write!(f, "empty viridian group name"),
             GroupError::BooleanInList(n) => {
-                write!(f, "boolean '{n}' must be the whole viridian list")
+                write!(f, "boolean {n:?} must be the whole viridian list")
             }
             GroupError::TooManyItems => {
                 write!(f, "more than {MAX_LIST_ITEMS} items in the viridian list")
@@ -813,14 +815,16 @@ mod tests {
     #[test]
     fn group_errors_name_what_was_wrong() {
         let s = |e: GroupError| format!("{e}");
-        assert!(s(GroupError::Unknown("zz")).contains("'zz'"));
+        assert!(s(GroupError::Unknown("zz")).contains("\"zz\""));
+        // Control characters are escaped: one log line whatever the item.
+        assert!(!s(GroupError::Unknown("a\nb")).contains('\n'));
         assert!(s(GroupError::NegatedSpecial("!all")).contains("!all"));
         assert!(
             s(GroupError::BothEnabledAndDisabled(Group::TimeRefCount)).contains("time_ref_count")
         );
         assert!(s(GroupError::BaseMissing).contains("base"));
         assert!(s(GroupError::EmptyName).contains("empty"));
-        assert!(s(GroupError::BooleanInList("0")).contains("'0'"));
+        assert!(s(GroupError::BooleanInList("0")).contains("\"0\""));
         assert!(s(GroupError::TooManyItems).contains("16"));
     }
 

@@ -319,7 +319,7 @@ pub fn run_all() -> bool {
         &mut fuzz_tmem,
     );
     step(
-        "fuzz the x86 boot parsers (Multiboot, ACPI) (30 s)".into(),
+        "fuzz the x86 parsers and guest-facing models (Multiboot, ACPI, ELF, viridian, page walks) (40 s)".into(),
         &mut fuzz_x86_boot,
     );
 
@@ -428,15 +428,16 @@ fn fuzz_tmem() -> Result<(), String> {
     run_fuzzer("common/fuzz", "tmem", &corpus, 30)
 }
 
-/// `hv-x86/fuzz`'s two targets, 15 s each: the ACPI tables (RSDP search,
-/// RSDT/XSDT, MADT, DMAR) over hostile firmware memory, and the Multiboot1
-/// and Multiboot2 information blocks.
+/// `hv-x86/fuzz`'s five targets, 8 s each: the ACPI tables (RSDP search,
+/// RSDT/XSDT, MADT, DMAR) over hostile firmware memory, the Multiboot1
+/// and Multiboot2 information blocks, the ELF loader, viridian's list
+/// parser and MSR/hypercall/CPUID sequences, and guest page walks.
 fn fuzz_x86_boot() -> Result<(), String> {
     fuzz_ready()?;
-    for target in ["acpi", "multiboot"] {
+    for target in ["acpi", "multiboot", "elf", "viridian", "gwalk"] {
         let corpus = crate::host::cache_dir().join(format!("fuzz-corpus-x86-{target}"));
         std::fs::create_dir_all(&corpus).map_err(|e| e.to_string())?;
-        run_fuzzer("hv-x86/fuzz", target, &corpus, 15)?;
+        run_fuzzer("hv-x86/fuzz", target, &corpus, 8)?;
     }
     Ok(())
 }
