@@ -88,6 +88,7 @@ const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_VMXE: u64 = 1 << 13;
+const CR4_PCIDE: u64 = 1 << 17;
 const RFLAGS_IF: u64 = 1 << 9;
 const VECTOR_UD: u8 = 6;
 const VECTOR_GP: u8 = 13;
@@ -320,15 +321,20 @@ fn inject_gp() {
 
 /// Keeps the "IA-32e mode guest" entry control equal to EFER.LMA.
 fn sync_long_mode(efer: u64) {
-    let entry = vmread(field::ENTRY_CONTROLS);
-    let want = if efer & EFER_LMA != 0 {
-        entry | u64::from(vmx::entry::IA32E_MODE_GUEST)
-    } else {
-        entry & !u64::from(vmx::entry::IA32E_MODE_GUEST)
-    };
-    if want != entry {
-        let _ = vmwrite(field::ENTRY_CONTROLS, want);
-    }
+    crate::vcpu::set_long_mode_entry(efer & EFER_LMA != 0);
+}
+
+/// CR0 as the guest sees it now: the bits it owns from the real register
+/// (PE and PG change without an exit), the others from its shadow.
+fn guest_cr0(dom: &Dom, hv: &Hv) -> u64 {
+    let mask = hv.controls.guest_cr0_mask();
+    (vmread(field::GUEST_CR0) & !mask) | (dom.vcpu.cr0_shadow & mask)
+}
+
+/// Whether the guest runs 64-bit code (EFER.LMA and CS.L).
+fn in_64bit_mode() -> bool {
+    vmread(field::GUEST_IA32_EFER) & EFER_LMA != 0
+        && vmread(field::GUEST_CS_ACCESS_RIGHTS) & (1 << 13) != 0
 }
 
 /// Handles exit `reason` of domain `i`.
@@ -432,9 +438,7 @@ pub fn handle(reason: u32, i: usize, doms: &mut [Option<Dom>], xen: &mut Xen, hv
             Outcome::Continue
         }
         exit::INTERRUPT_WINDOW => {
-            let proc =
-                vmread(field::PROC_CONTROLS) & !u64::from(vmx::proc::INTERRUPT_WINDOW_EXITING);
-            let _ = vmwrite(field::PROC_CONTROLS, proc);
+            crate::vcpu::set_interrupt_window(false);
             Outcome::Continue
         }
         exit::PAUSE => {
@@ -455,7 +459,9 @@ pub fn upcall_ready(dom: &Dom, xen: &Xen, doms: &[Option<Dom>], i: usize, hv: &H
         return None;
     }
     let vector = (cb & 0xff) as u8;
-    if vector < 16 {
+    // Below 16 is no interrupt vector; at or under the task priority the
+    // guest has said it will not take it now.
+    if vector < 16 || vector >> 4 <= dom.lapic.tpr() >> 4 {
         return None;
     }
     let env = XenEnv {
@@ -485,8 +491,7 @@ pub fn prepare_entry(doms: &[Option<Dom>], i: usize, xen: &Xen, hv: &Hv) {
             u64::from(IntrInfo::external(vector).0),
         );
     } else {
-        let proc = vmread(field::PROC_CONTROLS) | u64::from(vmx::proc::INTERRUPT_WINDOW_EXITING);
-        let _ = vmwrite(field::PROC_CONTROLS, proc);
+        crate::vcpu::set_interrupt_window(true);
     }
 }
 
@@ -777,8 +782,10 @@ fn cr_access(doms: &mut [Option<Dom>], i: usize, hv: &Hv) {
         return;
     };
     let q = CrAccess::decode(vmread(field::EXIT_QUALIFICATION));
+    // Outside 64-bit mode the instruction moves 32 bits.
+    let width = |v: u64| if in_64bit_mode() { v } else { v & 0xffff_ffff };
     let value = match q.access {
-        vmx::CrAccessType::MovTo => dom.vcpu.regs.gpr(q.gpr),
+        vmx::CrAccessType::MovTo => width(dom.vcpu.regs.gpr(q.gpr)),
         vmx::CrAccessType::MovFrom => {
             let v = match q.cr {
                 3 => vmread(field::GUEST_CR3),
@@ -791,10 +798,10 @@ fn cr_access(doms: &mut [Option<Dom>], i: usize, hv: &Hv) {
         }
         vmx::CrAccessType::Lmsw => {
             // LMSW sets PE, MP, EM, TS; it can set PE but never clear it.
-            let old = dom.vcpu.cr0_shadow;
+            let old = guest_cr0(dom, hv);
             (old & !0xe) | u64::from(q.lmsw_source & 0xf) | (old & CR0_PE)
         }
-        vmx::CrAccessType::Clts => dom.vcpu.cr0_shadow & !(1 << 3),
+        vmx::CrAccessType::Clts => guest_cr0(dom, hv) & !(1 << 3),
     };
     let (ok, flush) = match q.cr {
         0 => (write_cr0(dom, value, hv), true),
@@ -873,11 +880,19 @@ fn write_cr0(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     let mut efer = vmread(field::GUEST_IA32_EFER);
     let was_paging = vmread(field::GUEST_CR0) & CR0_PG != 0;
     if v & CR0_PG != 0 && !was_paging && efer & EFER_LME != 0 {
-        if dom.vcpu.cr4_shadow & CR4_PAE == 0 {
+        // Long mode comes on: PAE needed, and not from a 64-bit code
+        // segment (CS.L must be clear until then).
+        if dom.vcpu.cr4_shadow & CR4_PAE == 0
+            || vmread(field::GUEST_CS_ACCESS_RIGHTS) & (1 << 13) != 0
+        {
             return false;
         }
         efer |= EFER_LMA;
-    } else if v & CR0_PG == 0 {
+    } else if v & CR0_PG == 0 && was_paging {
+        // Paging goes off: never from 64-bit code, never with PCIDE on.
+        if in_64bit_mode() || dom.vcpu.cr4_shadow & CR4_PCIDE != 0 {
+            return false;
+        }
         efer &= !EFER_LMA;
     }
     if !was_paging
@@ -896,7 +911,11 @@ fn write_cr0(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
 
 fn write_cr3(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     let efer = vmread(field::GUEST_IA32_EFER);
-    // Bit 63 (keep PCID translations) is an instruction flag, not CR3.
+    // Bit 63 (keep PCID translations) is an instruction flag, not CR3, and
+    // only exists with PCIDE.
+    if efer & EFER_LMA != 0 && v >> 63 != 0 && dom.vcpu.cr4_shadow & CR4_PCIDE == 0 {
+        return false;
+    }
     let v = if efer & EFER_LMA != 0 {
         v & !(1 << 63)
     } else {
@@ -905,7 +924,7 @@ fn write_cr3(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     if v >> hv.maxphyaddr != 0 {
         return false;
     }
-    if pae_legacy(dom.vcpu.cr0_shadow, dom.vcpu.cr4_shadow, efer) && !load_pdptes(dom, v, hv) {
+    if pae_legacy(guest_cr0(dom, hv), dom.vcpu.cr4_shadow, efer) && !load_pdptes(dom, v, hv) {
         return false;
     }
     vmwrite(field::GUEST_CR3, v).is_ok()
@@ -914,19 +933,24 @@ fn write_cr3(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
 fn write_cr4(dom: &mut Dom, v: u64, hv: &Hv) -> bool {
     let efer = vmread(field::GUEST_IA32_EFER);
     let lma = efer & EFER_LMA != 0;
-    const PCIDE: u64 = 1 << 17;
-    const LA57: u64 = 1 << 12;
-    if v & CR4_VMXE != 0 || (lma && v & CR4_PAE == 0) || v & !hv.controls.guest_cr4_allowed() != 0 {
+    // UMIP and LA57: CPUID leaf 7 ECX, where they are announced, reads 0.
+    const NOT_OFFERED: u64 = (1 << 11) | (1 << 12);
+    if v & CR4_VMXE != 0
+        || (lma && v & CR4_PAE == 0)
+        || v & !hv.controls.guest_cr4_allowed() != 0
+        || v & NOT_OFFERED != 0
+    {
         return false;
     }
-    // PCIDE only in long mode (VM entry would refuse it otherwise); LA57
-    // cannot change while long mode is active.
-    if (!lma && v & PCIDE != 0) || (lma && (v ^ dom.vcpu.cr4_shadow) & LA57 != 0) {
+    // PCIDE only in long mode (VM entry would refuse it otherwise), and
+    // only turned on with PCID 0 in CR3.
+    let pcide_on = v & CR4_PCIDE != 0 && dom.vcpu.cr4_shadow & CR4_PCIDE == 0;
+    if (!lma && v & CR4_PCIDE != 0) || (pcide_on && vmread(field::GUEST_CR3) & 0xfff != 0) {
         return false;
     }
     let paging_bits = CR4_PAE | (1 << 4) | (1 << 7); // PAE, PSE, PGE
     if (v ^ dom.vcpu.cr4_shadow) & paging_bits != 0
-        && pae_legacy(dom.vcpu.cr0_shadow, v, efer)
+        && pae_legacy(guest_cr0(dom, hv), v, efer)
         && !load_pdptes(dom, vmread(field::GUEST_CR3), hv)
     {
         return false;
@@ -942,8 +966,7 @@ fn vmcall(doms: &mut [Option<Dom>], i: usize, xen: &mut Xen, hv: &Hv) -> Outcome
     };
     let regs = dom.vcpu.regs;
     let cpl = (vmread(field::GUEST_SS_ACCESS_RIGHTS) >> 5) & 3;
-    let long = vmread(field::GUEST_IA32_EFER) & EFER_LMA != 0
-        && vmread(field::GUEST_CS_ACCESS_RIGHTS) & (1 << 13) != 0;
+    let long = in_64bit_mode();
     let id = dom.id;
     let mut ret: u64;
     let mut outcome = Outcome::Continue;

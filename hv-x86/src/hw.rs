@@ -260,12 +260,12 @@ pub fn read_debug() -> [u64; 5] {
 pub fn write_debug(d: &[u64; 5]) {
     // SAFETY: the breakpoints only fire when DR7 (the guest's, loaded by VM
     // entry; the host's is 0x400 after every exit) enables them, so the
-    // hypervisor itself never traps on them. DR6's reserved bits are kept
-    // as read or reset (0xffff0ff0).
+    // hypervisor itself never traps on them. DR6 is what was read from it,
+    // or its reset value (0xffff0ff0).
     unsafe {
         asm!(
             "mov dr0, {0}", "mov dr1, {1}", "mov dr2, {2}", "mov dr3, {3}", "mov dr6, {4}",
-            in(reg) d[0], in(reg) d[1], in(reg) d[2], in(reg) d[3], in(reg) d[4] | 0xffff_0ff0,
+            in(reg) d[0], in(reg) d[1], in(reg) d[2], in(reg) d[3], in(reg) d[4],
             options(nomem, nostack, preserves_flags),
         );
     }

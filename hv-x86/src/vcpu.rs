@@ -196,21 +196,56 @@ pub fn vmread(f: u32) -> u64 {
     hw::vmread(f).unwrap_or(0)
 }
 
-/// Writes a VMCS field of the current VMCS that cannot redirect the
-/// hypervisor's own memory accesses: guest state and the event-injection
-/// and execution controls. Host state, the EPT pointer, the VMCS link
-/// pointer and the bitmap and MSR-area addresses are refused (they are
-/// written once, by `Vcpu::setup`, through `setup_write`).
+/// Writes a field of the current VMCS that only changes what the guest
+/// sees: guest state (but the VMCS link pointer), the event to inject at
+/// the next entry and the CR0/CR4 read shadows. Controls, host state and
+/// every address the CPU follows are refused: they are written by
+/// `Vcpu::setup`, and the two control bits that change at run time by
+/// [`set_interrupt_window`] and [`set_long_mode_entry`].
 pub fn vmwrite(f: u32, v: u64) -> Result<(), VmFail> {
-    let host_state = (f >> 10) & 3 == 3;
-    let addresses = (0x2000..0x2030).contains(&f) || f == field::VMCS_LINK_POINTER;
-    if host_state || addresses {
+    let guest_state = (f >> 10) & 3 == 2 && f != field::VMCS_LINK_POINTER;
+    let injection = [
+        field::VM_ENTRY_INTR_INFO,
+        field::ENTRY_EXCEPTION_ERROR_CODE,
+        field::ENTRY_INSTRUCTION_LEN,
+        field::CR0_READ_SHADOW,
+        field::CR4_READ_SHADOW,
+    ]
+    .contains(&f);
+    if !(guest_state || injection) {
         return Err(VmFail::Invalid);
     }
-    // SAFETY: the field is neither host state nor a pointer the CPU
-    // follows on the hypervisor's behalf (checked above): it changes what
-    // the guest sees or when it exits, never what the hypervisor runs on.
+    // SAFETY: guest state, the event to inject and the read shadows
+    // (checked above) change what the guest sees, never what the CPU does
+    // on the hypervisor's behalf or where it reads memory for it.
     unsafe { hw::vmwrite(f, v) }
+}
+
+/// Turns interrupt-window exiting on or off (to deliver the upcall as
+/// soon as the guest can take it).
+pub fn set_interrupt_window(on: bool) {
+    let bit = u64::from(hv_x86::vmx::proc::INTERRUPT_WINDOW_EXITING);
+    let cur = vmread(field::PROC_CONTROLS);
+    let want = if on { cur | bit } else { cur & !bit };
+    if want != cur {
+        // SAFETY: only the interrupt-window bit changes; the CPU allows it
+        // (it is in allowed-1 on every VMX CPU, and the value came from the
+        // computed controls).
+        let _ = unsafe { setup_write(field::PROC_CONTROLS, want) };
+    }
+}
+
+/// Makes the "IA-32e mode guest" entry control follow the guest's
+/// EFER.LMA.
+pub fn set_long_mode_entry(on: bool) {
+    let bit = u64::from(hv_x86::vmx::entry::IA32E_MODE_GUEST);
+    let cur = vmread(field::ENTRY_CONTROLS);
+    let want = if on { cur | bit } else { cur & !bit };
+    if want != cur {
+        // SAFETY: only the IA-32e bit changes, to match the guest's own
+        // EFER.LMA (what VM entry checks); nothing of the host's is touched.
+        let _ = unsafe { setup_write(field::ENTRY_CONTROLS, want) };
+    }
 }
 
 /// Writes any VMCS field: for `Vcpu::setup` only.

@@ -297,8 +297,13 @@ pub fn run(percpu: &'static PerCpu, boot: &BootCopy) -> u8 {
     };
     let ple = ple.filter(|_| hv.controls.ple);
     log!(
-        "vmx: on (VMCS revision {:#x}); EPT 4-level write-back, 2 MiB pages; unrestricted guest; VPID {}; pause-loop exiting {}; preemption timer {}",
+        "vmx: on (VMCS revision {:#x}); EPT 4-level write-back, {}; unrestricted guest; VPID {}; pause-loop exiting {}; preemption timer {}",
         caps.revision,
+        if hv.controls.ept_2mib {
+            "2 MiB pages"
+        } else {
+            "4 KiB pages only"
+        },
         if hv.vpid { "on" } else { "off" },
         match ple {
             Some((g, w)) => format!("gap {g} window {w}"),

@@ -833,6 +833,7 @@ fn evtchn_self(xen: Xen) -> Result<(), Msg> {
     say!("x86guest: event channel {a} <-> {b}");
     let mut f = Findings::new();
     deliver(xen, a, b, &mut f);
+    tpr_holds_upcall(xen, a, b, &mut f);
     let (close_a, close_b) = (xen.evtchn_close(a), xen.evtchn_close(b));
     f.require(
         close_a == 0 && close_b == 0,
@@ -877,6 +878,29 @@ fn deliver(xen: Xen, a: u32, b: u32, f: &mut Findings) {
         seen == 1 && last == u64::from(b),
         format_args!("{seen} ports pending (last {last}), want port {b} alone"),
     );
+}
+
+/// With the task priority (CR8) at 15 the upcall vector (0xF3) must wait;
+/// lowering CR8 delivers it.
+fn tpr_holds_upcall(xen: Xen, a: u32, b: u32, f: &mut Findings) {
+    use hypercall::UPCALLS;
+    if let Err(m) = hypercall::evtchn_prepare(b) {
+        f.fail(format_args!("{m}"));
+        return;
+    }
+    let raised = boot::write_cr8(15);
+    boot::interrupts_on();
+    let rc = xen.evtchn_send(a);
+    let early = spin_until(WAIT_SPINS / 4, || UPCALLS.load(SeqCst) != 0);
+    let lowered = boot::write_cr8(0);
+    let arrived = spin_until(WAIT_SPINS, || UPCALLS.load(SeqCst) != 0);
+    boot::interrupts_off();
+    f.require(
+        raised.is_ok() && lowered.is_ok() && rc == 0,
+        format_args!("cr8 15: {raised:?}, send({a}) = {rc}, cr8 0: {lowered:?}"),
+    );
+    f.require(!early, format_args!("upcall taken with CR8 = 15"));
+    f.require(arrived, format_args!("no upcall after CR8 went back to 0"));
 }
 
 /// Grant frame 0, and the two pages a grant copy goes between.
