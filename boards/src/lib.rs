@@ -290,7 +290,7 @@ pub const PC: Profile = Profile {
         gicv3: false,
         vmx: true,
     },
-    flashing: "boot IMAGE with any Multiboot2 loader (GRUB `multiboot2 IMAGE`)",
+    flashing: "boot IMAGE with any Multiboot2 loader: GRUB `multiboot2 IMAGE [ple_gap=N ple_window=N]`, then one `module2 GUEST.elf NAME [viridian=LIST] [memory=MiB]` per domain",
 };
 
 /// Every aarch64 profile.

@@ -202,7 +202,7 @@ enum Cmd {
     /// (target/aarch64-unknown-none/release/hv-arm-BOARD.img) on the last
     /// line. rpi4 and zcu102 boot with U-Boot's `booti`.
     Build {
-        /// Board profile: qemu-virt, rpi4 or zcu102.
+        /// Board profile: qemu-virt, rpi4, zcu102 or pc (hv-x86).
         #[arg(long, default_value = "qemu-virt", value_name = "NAME")]
         board: String,
         /// Plain-text log on the console instead of defmt frames.
@@ -304,6 +304,9 @@ fn main() -> ExitCode {
 }
 
 fn build(board: &str, text_log: bool) -> ExitCode {
+    if board == boards::PC.name {
+        return build_pc();
+    }
     match build_hv_arm(board, text_log) {
         Ok(built) => {
             println!(
@@ -317,6 +320,32 @@ fn build(board: &str, text_log: bool) -> ExitCode {
                 println!("to flash: {}", p.flashing);
             }
             println!("{}", built.image.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qemu-virt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The pc profile: hv-x86, a Multiboot2/Multiboot1 ELF (its log is on
+/// COM1 and port 0xE9 already, so `--text-log` changes nothing).
+fn build_pc() -> ExitCode {
+    let built = qemu_virt::cargo::Build {
+        package: "hv-x86",
+        target: "x86_64-unknown-none",
+        features: vec![],
+        no_default_features: false,
+        release: true,
+    }
+    .run();
+    match built {
+        Ok(elf) => {
+            let bytes = std::fs::metadata(&elf).map(|m| m.len()).unwrap_or(0);
+            println!("pc ELF: {bytes} bytes with debug info");
+            println!("to boot: {}", boards::PC.flashing);
+            println!("{}", elf.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
