@@ -224,27 +224,37 @@ pub fn vmwrite(f: u32, v: u64) -> Result<(), VmFail> {
 /// Turns interrupt-window exiting on or off (to deliver the upcall as
 /// soon as the guest can take it).
 pub fn set_interrupt_window(on: bool) {
-    let bit = u64::from(hv_x86::vmx::proc::INTERRUPT_WINDOW_EXITING);
-    let cur = vmread(field::PROC_CONTROLS);
-    let want = if on { cur | bit } else { cur & !bit };
-    if want != cur {
-        // SAFETY: only the interrupt-window bit changes; the CPU allows it
-        // (it is in allowed-1 on every VMX CPU, and the value came from the
-        // computed controls).
-        let _ = unsafe { setup_write(field::PROC_CONTROLS, want) };
-    }
+    set_control_bit(
+        field::PROC_CONTROLS,
+        hv_x86::vmx::proc::INTERRUPT_WINDOW_EXITING,
+        on,
+    );
 }
 
 /// Makes the "IA-32e mode guest" entry control follow the guest's
 /// EFER.LMA.
 pub fn set_long_mode_entry(on: bool) {
-    let bit = u64::from(hv_x86::vmx::entry::IA32E_MODE_GUEST);
-    let cur = vmread(field::ENTRY_CONTROLS);
-    let want = if on { cur | bit } else { cur & !bit };
+    set_control_bit(
+        field::ENTRY_CONTROLS,
+        hv_x86::vmx::entry::IA32E_MODE_GUEST,
+        on,
+    );
+}
+
+/// Sets or clears one bit of a control word, leaving the others.
+fn set_control_bit(f: u32, bit: u32, on: bool) {
+    let cur = vmread(f);
+    let want = if on {
+        cur | u64::from(bit)
+    } else {
+        cur & !u64::from(bit)
+    };
     if want != cur {
-        // SAFETY: only the IA-32e bit changes, to match the guest's own
-        // EFER.LMA (what VM entry checks); nothing of the host's is touched.
-        let _ = unsafe { setup_write(field::ENTRY_CONTROLS, want) };
+        // SAFETY: the two callers change one bit each: interrupt-window
+        // exiting (allowed-1 on every VMX CPU) or the IA-32e entry control
+        // (set to match the guest's own EFER.LMA, as VM entry checks).
+        // Neither touches host state or an address the CPU follows.
+        let _ = unsafe { setup_write(f, want) };
     }
 }
 
