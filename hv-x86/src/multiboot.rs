@@ -337,34 +337,37 @@ fn read_exact<'m, M: Memory>(
     b.get(..len).ok_or(unreadable)
 }
 
-/// A loader name: NUL-terminated within [`MAX_NAME`] + 1 bytes of `b`,
-/// printable ASCII (it goes to the console as it is).
-fn loader_name(b: &[u8]) -> Result<&str, Error> {
-    let window = b.get(..b.len().min(MAX_NAME + 1)).unwrap_or(b);
-    let end = window
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(Error::LoaderName("no terminating NUL"))?;
-    let name = window.get(..end).unwrap_or_default();
-    if !name.iter().all(|c| (0x20..0x7f).contains(c)) {
-        return Err(Error::LoaderName("not printable ASCII"));
-    }
-    core::str::from_utf8(name).map_err(|_| Error::LoaderName("not printable ASCII"))
-}
-
-/// A command line: NUL-terminated within [`MAX_CMDLINE`] + 1 bytes of
-/// `b`, printable ASCII.
-fn cmdline(b: &[u8]) -> Result<&str, Error> {
-    let window = b.get(..b.len().min(MAX_CMDLINE + 1)).unwrap_or(b);
-    let end = window
-        .iter()
-        .position(|&c| c == 0)
-        .ok_or(Error::Cmdline("no terminating NUL within 1024 bytes"))?;
+/// The printable-ASCII string that starts `b` and ends at a NUL within
+/// `max` + 1 bytes (it goes to the console as it is); `err` names which
+/// string, with why it was refused (`no_nul` when the NUL is missing).
+fn c_string<'a>(
+    b: &'a [u8],
+    max: usize,
+    err: fn(&'static str) -> Error,
+    no_nul: &'static str,
+) -> Result<&'a str, Error> {
+    let window = b.get(..b.len().min(max + 1)).unwrap_or(b);
+    let end = window.iter().position(|&c| c == 0).ok_or(err(no_nul))?;
     let text = window.get(..end).unwrap_or_default();
     if !text.iter().all(|c| (0x20..0x7f).contains(c)) {
-        return Err(Error::Cmdline("not printable ASCII"));
+        return Err(err("not printable ASCII"));
     }
-    core::str::from_utf8(text).map_err(|_| Error::Cmdline("not printable ASCII"))
+    core::str::from_utf8(text).map_err(|_| err("not printable ASCII"))
+}
+
+/// A loader name: at most [`MAX_NAME`] characters.
+fn loader_name(b: &[u8]) -> Result<&str, Error> {
+    c_string(b, MAX_NAME, Error::LoaderName, "no terminating NUL")
+}
+
+/// A command line: at most [`MAX_CMDLINE`] characters.
+fn cmdline(b: &[u8]) -> Result<&str, Error> {
+    c_string(
+        b,
+        MAX_CMDLINE,
+        Error::Cmdline,
+        "no terminating NUL within 1024 bytes",
+    )
 }
 
 /// A command line at `addr` in loader memory.
